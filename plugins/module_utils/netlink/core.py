@@ -45,6 +45,7 @@ ENOENT = 2
 EEXIST = 17
 ENODEV = 19
 ESRCH = 3
+EADDRNOTAVAIL = 99
 
 
 def require_pyroute2(module):
@@ -54,12 +55,17 @@ def require_pyroute2(module):
 
 
 @contextlib.contextmanager
-def open_netns(netns=None):
+def open_netns(netns=None, missing_ok=False):
     """Yield an IPRoute-like handle for ``netns`` (None: the caller's own namespace).
 
-    Raises FabricError naming the namespace when it does not exist; never creates one.
+    Raises FabricError naming the namespace when it does not exist; never creates one. With
+    ``missing_ok`` (check mode, where an earlier task would have created the namespace) a missing
+    namespace yields None, which the observers treat as an empty namespace.
     """
     if netns:
+        if missing_ok and not netns_exists(netns):
+            yield None
+            return
         try:
             handle = NetNS(netns, flags=0)
         except (OSError, IOError) as exc:
