@@ -67,7 +67,7 @@ def get(ipr, name):
     return view(ipr.get_links(idx[0])[0])
 
 
-def index_of(ipr, name, wait=0.0):
+def index_of(ipr, name, wait=1.0):
     """Index of ``name``; with ``wait`` retries briefly (RTNL changes arrive asynchronously)."""
     deadline = time.monotonic() + wait
     while True:
