@@ -11,8 +11,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -171,3 +169,76 @@ def netns_factory():
 @pytest.fixture
 def netns(netns_factory):
     return netns_factory()
+
+
+# What the kernel does by itself, asynchronously, is not "a change" a module made: carrier flags,
+# IPv6 link-local autoconfiguration (fe80:: addresses, their routes, DAD states), counters, timers.
+_CARRIER_FLAGS = {"NO-CARRIER", "LOWER_UP", "M-DOWN", "DORMANT"}
+
+
+def _kernel_made_route(route):
+    dst = route.get("dst", "")
+    return dst.startswith(("fe80:", "ff00:")) or (route.get("type") == "local" and dst.startswith("fe80:"))
+
+
+def _clean_link(lk):
+    for key in ("stats", "stats64", "operstate", "linkinfo_timers", "carrier_changes", "carrier_up_count", "carrier_down_count"):
+        lk.pop(key, None)
+    lk["flags"] = [f for f in lk.get("flags", []) if f not in _CARRIER_FLAGS]
+    for section in ("info_data", "info_slave_data"):
+        data = lk.get("linkinfo", {}).get(section, {})
+        for key in list(data):
+            if key.endswith("_timer"):
+                data.pop(key)
+    return lk
+
+
+def snapshot(*namespaces):
+    """Independent picture of namespaces' links, addresses, routes and permanent neighbours
+    (`ip -json`), for "nothing changed" assertions. A namespace that does not exist maps to None.
+    """
+    # Only the namespaces asked for: other tests (xdist workers) create and delete their own.
+    state = {}
+    for ns in namespaces:
+        if ns and not os.path.exists(os.path.join("/run/netns", ns)):
+            state[ns] = None
+            continue
+        addrs = []
+        for a in ip_json("addr", "show", netns=ns):
+            _clean_link(a)
+            a["addr_info"] = [dict((k, v) for k, v in ai.items() if k not in ("valid_life_time", "preferred_life_time", "tentative", "dadfailed"))
+                              for ai in a.get("addr_info", []) if not (ai.get("family") == "inet6" and ai.get("scope") == "link")]
+            addrs.append(a)
+        state[ns or "host"] = {
+            "links": [_clean_link(lk) for lk in ip_json("-d", "link", "show", netns=ns)],
+            "addrs": addrs,
+            "routes": [r for r in ip_json("route", "show", "table", "all", netns=ns) if not _kernel_made_route(r)],
+            "neigh": ip_json("neigh", "show", "nud", "permanent", netns=ns),
+        }
+    return state
+
+
+@pytest.fixture
+def four_runs(playbook):
+    """community.crypto's pattern: check mode, real run, check again, real again.
+
+    Asserts: check mode reports changed and leaves ``snap()`` untouched; the real run changes;
+    both later runs report no change. Returns the four PlaybookRuns.
+    """
+    def run(tasks, snap):
+        before = snap()
+        check = playbook(tasks, check=True, diff=True)
+        assert not check.failed, check
+        assert check.changed, check
+        assert snap() == before, "check mode changed the system"
+        real = playbook(tasks, diff=True)
+        assert not real.failed, real
+        assert real.changed, real
+        after = snap()
+        check2 = playbook(tasks, check=True)
+        assert not check2.failed and not check2.changed, check2
+        real2 = playbook(tasks)
+        assert not real2.failed and not real2.changed, real2
+        assert snap() == after, "an idempotent run changed the system"
+        return check, real, check2, real2
+    return run

@@ -17,7 +17,7 @@ description:
     remove bridges with that alias. A link of the same name that is not ours, or of another
     kind, is an error and is left alone.
 author:
-  - podnet.fabric developers
+  - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
@@ -159,7 +159,7 @@ def main():
     try:
         wanted = [bridge.normalize(b) for b in module.params["bridges"]]
         with core.open_netns(module.params["netns"], missing_ok=module.check_mode) as ipr:
-            plan = bridge.plan(ipr, wanted, purge=module.params["purge"])
+            plan = bridge.plan(ipr, wanted, purge=module.params["purge"], missing_ok=module.check_mode)
             finish(module, plan, bridges=[plan.after[n] for n in sorted(plan.after)])
     except FabricError as exc:
         module.fail_json(msg=str(exc))

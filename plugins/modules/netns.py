@@ -16,7 +16,7 @@ description:
     C(ip netns add), podman or a CNI runtime is left alone (declaring one as present only makes
     sure its loopback is up).
 author:
-  - podnet.fabric developers
+  - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
 requirements:

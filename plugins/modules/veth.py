@@ -20,7 +20,7 @@ description:
     veths with that alias. A link of the same name that is not ours, or of another kind, is an
     error and nothing is changed.
 author:
-  - podnet.fabric developers
+  - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS

@@ -53,8 +53,11 @@ def _observe(links, ipr, name):
     }
 
 
-def plan(ipr, bridges, purge=False):
-    """Plan bringing the namespace's bridges to ``bridges`` (normalized entries)."""
+def plan(ipr, bridges, purge=False, missing_ok=False):
+    """Plan bringing the namespace's bridges to ``bridges`` (normalized entries).
+
+    ``missing_ok`` (check mode): a port that does not exist yet may be created by an earlier task.
+    """
     result = Plan()
     links = link.dump(ipr)
     declared = set()
@@ -73,6 +76,8 @@ def plan(ipr, bridges, purge=False):
         link.check_takeover(cur, name, "bridge", WHAT)
         for port in spec["ports"]:
             if port not in links:
+                if missing_ok:
+                    continue
                 raise FabricError("bridge %s: port %s does not exist" % (name, port))
             if links[port]["kind"] == "bridge":
                 raise FabricError("bridge %s: port %s is itself a bridge" % (name, port))
@@ -90,7 +95,10 @@ def plan(ipr, bridges, purge=False):
         link.plan_addresses(result, ipr, name, before["addresses"] if before else [], spec["addresses"], WHAT)
         hairpin = spec.get("hairpin")
         for port in spec["ports"]:
-            pcur = links[port]
+            pcur = links.get(port)
+            if pcur is None:  # check mode only (see above)
+                result.add("attach port %s to bridge %s" % (port, name), lambda: None)
+                continue
             master = link.name_of(links, pcur["master_index"]) if pcur["master_index"] else None
             link.plan_attrs(result, ipr, port, pcur, {"master": name, "up": True}, "port", current_master=master)
             plan_hairpin(result, ipr, port, pcur if master == name else None, hairpin)

@@ -137,13 +137,15 @@ def plan_attrs(plan, ipr, name, current, want, what, current_master=None):
     """
     cur = current or {}
     changes, old = {}, {}
+    said = []
     for key, kw in (("alias", "ifalias"), ("mtu", "mtu"), ("mac", "address")):
         value = want.get(key)
         if value is not None and (cur.get(key) or None) != value:
             changes[kw], old[kw] = value, cur.get(key)
+            said.append("%s %s" % (key, value))
     if changes:
         undo_kw = dict((k, v) for k, v in old.items() if v is not None)
-        plan.add("set %s %s %s" % (what, name, ", ".join("%s %s" % (k, want[k]) for k in ("alias", "mtu", "mac") if want.get(k) is not None and (cur.get(k) or None) != want[k])),
+        plan.add("set %s %s %s" % (what, name, ", ".join(said)),
                  lambda: ipr.link("set", index=index_of(ipr, name), **changes),
                  (lambda: ipr.link("set", index=index_of(ipr, name), **undo_kw)) if current and undo_kw else None)
     if want.get("promisc") is not None and bool(cur.get("promisc")) != want["promisc"]:

@@ -142,7 +142,8 @@ def _plan_one(result, ipr, links, peers, spec, declared):
 
     if spec.get("bridge"):
         br = links.get(spec["bridge"])
-        if br is None or br["kind"] != "bridge":
+        # In check mode an earlier task of the play may be about to create the bridge.
+        if (br is None and not peers.missing_ok) or (br is not None and br["kind"] != "bridge"):
             raise FabricError("veth %s: bridge %s %s" % (name, spec["bridge"], "does not exist" if br is None else "is a %s, not a bridge" % br["kind"]))
 
     recreate = host is not None and not paired
