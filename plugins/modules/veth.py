@@ -80,6 +80,12 @@ options:
           - Hairpin mode on the host end's bridge port, so a pod can reach itself through a
             Service (CNI C(hairpinMode)). Needs I(bridge).
         type: bool
+      gateway:
+        description:
+          - The pod's default route - C(default via GATEWAY dev PEER) inside I(peer_netns), as
+            the CNI C(bridge) plugin installs it with C(isDefaultGateway). It must lie in the
+            subnet of one of I(addresses). Other routes podnet.fabric owns in the pod are removed.
+        type: str
   purge:
     description:
       - Delete veths owned by podnet.fabric in the namespace (host ends) that are not listed in
@@ -98,6 +104,7 @@ EXAMPLES = r"""
         mtu: 1450
         bridge: cni0
         hairpin: true
+        gateway: 10.244.1.1
       - name: vethweb2
         peer_netns: pod-web-2
         addresses: [10.244.1.3/24]
@@ -135,6 +142,7 @@ veths:
       host_addresses: []
       bridge: cni0
       hairpin: true
+      gateway: 10.244.1.1
 actions:
   description: What was done (or would be done, in check mode), in order.
   returned: always
@@ -164,6 +172,7 @@ def main():
                 host_addresses=dict(type="list", elements="str"),
                 bridge=dict(type="str"),
                 hairpin=dict(type="bool"),
+                gateway=dict(type="str"),
             )),
             purge=dict(type="bool", default=False),
             netns=dict(type="str"),

@@ -15,7 +15,8 @@ def pods_tasks(node, pods, **extra):
     veths = []
     for i, pod in enumerate(pods):
         v = {"name": "vp%d%s" % (i, node[-4:]), "peer_netns": pod, "addresses": ["10.244.1.%d/24" % (i + 2)],
-             "mtu": 1450, "mac": "0a:58:0a:f4:01:%02x" % (i + 2), "bridge": "cni0", "hairpin": True}
+             "mtu": 1450, "mac": "0a:58:0a:f4:01:%02x" % (i + 2), "bridge": "cni0", "hairpin": True,
+             "gateway": "10.244.1.1"}
         v.update(extra)
         veths.append(v)
     return [
@@ -103,3 +104,17 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, netns_facto
     assert r.last["msg"] == message.replace("{pod}", pod)
     assert snapshot(node, pod) == before
     assert not [lk for lk in ip_json("link", netns=other) if lk["ifname"] == "eth0"]
+
+
+def test_gateway_is_the_pods_default_route(playbook, netns_factory):
+    node, pod = netns_factory("pnt-node-"), netns_factory("pnt-pod-")
+    assert not playbook(pods_tasks(node, [pod])).failed
+    routes = ip_json("route", "show", "default", netns=pod)
+    assert [(r["gateway"], r["dev"], r["protocol"]) for r in routes] == [("10.244.1.1", "eth0", "149")]
+    # A different gateway on the same subnet replaces the route.
+    tasks = pods_tasks(node, [pod], gateway="10.244.1.254")
+    r = playbook(tasks)
+    assert not r.failed and r.changed, r
+    assert [x["gateway"] for x in ip_json("route", "show", "default", netns=pod)] == ["10.244.1.254"]
+    r = playbook(pods_tasks(node, [pod], gateway="10.9.0.1"))
+    assert r.failed and r.last["msg"] == "veth vp0%s: gateway 10.9.0.1 is not in the subnet of any of the pod's addresses 10.244.1.2/24" % node[-4:]

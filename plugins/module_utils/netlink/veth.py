@@ -11,7 +11,7 @@ the host end may be enslaved to a bridge (cni0) with hairpin mode, or get addres
 """
 from __future__ import annotations
 
-from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, link
+from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, link, route
 from ansible_collections.podnet.fabric.plugins.module_utils.netlink.bridge import check_mtu, plan_hairpin
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
 
@@ -35,6 +35,14 @@ def normalize(spec):
         core.check_ifname(spec["bridge"], "%s bridge" % what)
     if spec.get("hairpin") is not None and not spec.get("bridge"):
         raise FabricError("%s: hairpin needs a bridge" % what)
+    out["gateway"] = None
+    if spec.get("gateway"):
+        # The pod's default route, as the CNI bridge plugin's isDefaultGateway installs it.
+        out["gateway"] = route.normalize({"dest": "default" if ":" not in str(spec["gateway"]) else "::/0",
+                                          "gateway": spec["gateway"], "dev": out["peer"]})
+        gw = core.parse_address(spec["gateway"], "%s gateway" % what)
+        if out["addresses"] is not None and not any(gw in core.parse_interface(a, what).network for a in out["addresses"]):
+            raise FabricError("%s: gateway %s is not in the subnet of any of the pod's addresses %s" % (what, gw, ", ".join(out["addresses"])))
     return out
 
 
@@ -174,10 +182,28 @@ def _plan_one(result, ipr, links, peers, spec, declared):
         "alias": core.OWNER_ALIAS, "mtu": spec.get("mtu"), "mac": spec.get("mac"), "up": True},
         "veth peer")
     link.plan_addresses(result, peer_ipr, peer_name, before["addresses"] if (before and peer) else [], spec.get("addresses"), "veth peer")
+    _plan_gateway(result, peer_ipr, spec, peer is not None and before is not None and
+                  (spec.get("addresses") is None or sorted(before["addresses"]) == sorted(spec["addresses"])))
     after = dict(before or {"state": "present", "mtu": None, "host_mac": None, "mac": None, "addresses": [],
                             "host_addresses": [], "bridge": None, "hairpin": False})
     after.update({"state": "present", "peer": peer_name})
     for key in ("mtu", "mac", "host_mac", "addresses", "host_addresses", "bridge", "hairpin"):
         if spec.get(key) is not None:
             after[key] = spec[key]
+    if spec.get("gateway"):
+        after["gateway"] = spec["gateway"]["gateway"]
     result.after[name] = after
+
+
+def _plan_gateway(result, peer_ipr, spec, observable):
+    """The pod's default route. Planned now when the pod end and its addresses are already in
+    place; otherwise (a new pair, changed addresses) it is planned when applied, because the
+    route's gateway is only reachable once the address is on the link."""
+    gw = spec.get("gateway")
+    if not gw:
+        return
+    if observable:
+        result.extend(route.plan(peer_ipr, [gw], purge=True))
+        return
+    result.add("set default route via %s dev %s in netns %s" % (gw["gateway"], spec["peer"], spec.get("peer_netns") or "(host)"),
+               lambda: route.plan(peer_ipr, [gw], purge=True).apply())
