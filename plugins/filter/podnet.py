@@ -134,6 +134,55 @@ def pod_veths(pods, addresses, prefixlen, bridge, mtu, gateway, hairpin=True):
     } for pod in pods]
 
 
+def pick(mapping, keys):
+    """The entries of ``keys`` that ``mapping`` has and that are not None."""
+    return dict((k, mapping[k]) for k in keys if mapping.get(k) is not None)
+
+
+def with_addresses(pods, addresses):
+    """pods_on() entries with their allocated ``podIP`` (Kubernetes' status.podIP)."""
+    return [dict(pod, podIP=addresses.get(pod["id"])) for pod in pods]
+
+
+def route_peers(nodes, me, hostvars, pod_cidrs, my_subnet):
+    """The other nodes as pod_routing needs them: node_ip, pod_cidr, tunnel IP and VTEP MAC,
+    and whether they share this node's segment ``my_subnet``."""
+    out = []
+    for peer in nodes:
+        if peer == me:
+            continue
+        node_ip = (hostvars.get(peer) or {}).get("node_ip")
+        if not node_ip:
+            raise AnsibleFilterError("route_peers: node %s has no node_ip in the inventory" % peer)
+        cidr = (pod_cidrs or {}).get(peer)
+        if not cidr:
+            raise AnsibleFilterError("route_peers: node %s has no pod CIDR (did podnet.fabric.pod_network run on it?)" % peer)
+        out.append({
+            "name": peer,
+            "node_ip": node_ip,
+            "pod_cidr": cidr,
+            "vtep_ip": nth_address(cidr, 0),
+            "vtep_mac": stable_mac("vtep/" + peer),
+            "same_subnet": same_subnet(node_ip, my_subnet),
+        })
+    return out
+
+
+def vtep_peer(peer):
+    """A podnet.fabric.vxlan peer entry for a node (from pod_routing's peer list)."""
+    return {"mac": peer["vtep_mac"], "remote": peer["node_ip"], "ip": peer["vtep_ip"]}
+
+
+def direct_route(peer, uplink):
+    """host-gw: the peer's pod CIDR via its node IP on the shared segment."""
+    return {"dest": peer["pod_cidr"], "gateway": peer["node_ip"], "dev": uplink}
+
+
+def tunnel_route(peer, vtep):
+    """vxlan: the peer's pod CIDR via its tunnel address, onlink on the VTEP (flannel's way)."""
+    return {"dest": peer["pod_cidr"], "gateway": peer["vtep_ip"], "dev": vtep, "onlink": True}
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -144,4 +193,10 @@ class FilterModule(object):
             "same_subnet": same_subnet,
             "pods_on": pods_on,
             "pod_veths": pod_veths,
+            "pick": pick,
+            "route_peers": route_peers,
+            "vtep_peer": vtep_peer,
+            "direct_route": direct_route,
+            "tunnel_route": tunnel_route,
+            "with_addresses": with_addresses,
         }
