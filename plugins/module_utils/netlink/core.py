@@ -19,7 +19,7 @@ from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricEr
 
 try:
     from pyroute2 import IPRoute, NetNS
-    from pyroute2.netlink.exceptions import NetlinkError  # noqa: F401 - re-exported for the cores
+    from pyroute2.netlink.exceptions import NetlinkError  # pylint: disable=unused-import  # re-exported for the cores
     HAS_PYROUTE2 = True
     PYROUTE2_IMPORT_ERROR = None
 except ImportError as exc:  # reported by the module with missing_required_lib

@@ -129,9 +129,10 @@ def plan_neighbours(plan, ipr, dev, current, desired, purge, what):
         if permanent and old_mac == mac:
             continue
         if permanent:
-            text = "change permanent neighbour %s on %s: lladdr %s -> %s" % (ip, what, old_mac, mac)
-            undo = (lambda ip=ip, old=old_mac: neigh_set(ipr, dev, ip, old)) if old_mac else None
+            plan.add("change permanent neighbour %s on %s: lladdr %s -> %s" % (ip, what, old_mac, mac),
+                     lambda ip=ip, mac=mac: neigh_set(ipr, dev, ip, mac),
+                     (lambda ip=ip, old=old_mac: neigh_set(ipr, dev, ip, old)) if old_mac else None)
         else:
-            text = "add permanent neighbour %s lladdr %s to %s" % (ip, mac, what)
-            undo = lambda ip=ip: neigh_delete(ipr, dev, ip)
-        plan.add(text, lambda ip=ip, mac=mac: neigh_set(ipr, dev, ip, mac), undo)
+            plan.add("add permanent neighbour %s lladdr %s to %s" % (ip, mac, what),
+                     lambda ip=ip, mac=mac: neigh_set(ipr, dev, ip, mac),
+                     lambda ip=ip: neigh_delete(ipr, dev, ip))
