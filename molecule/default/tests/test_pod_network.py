@@ -1,0 +1,239 @@
+"""The pod network on the lab after `site.yml` converged (crosssubnet: host-gw inside rack A,
+VXLAN to rack B), checked with real packets and independent tools.
+
+Read-only tests come first; the tests at the end of the file re-converge the lab (check mode,
+a pod removed, a routing-mode switch, a node restart) and always leave it converged as the
+inventory says.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labcheck import ip_json
+
+REPO = Path(__file__).resolve().parents[3]
+PODS = {  # pod -> node, as inventories/lab/group_vars/k8s_cluster.yml declares them
+    "web-1": "node1", "web-2": "node2", "web-3": "node3", "tools-1": "node1", "tools-3": "node3",
+}
+
+
+def netns(pod):
+    return "pod-default-%s" % pod
+
+
+def in_pod(host, pod, cmd):
+    return host(PODS[pod]).run("ip netns exec %s %s" % (netns(pod), cmd))
+
+
+def pod_ip(host, pod):
+    addrs = ip_json(host(PODS[pod]), "-n", netns(pod), "-4", "addr", "show", "eth0")
+    return addrs[0]["addr_info"][0]["local"]
+
+
+def pod_cidr(lab, host, node):
+    cni0 = ip_json(host(node), "-4", "addr", "show", "cni0")[0]["addr_info"][0]
+    return str(ipaddress.ip_interface("%s/%s" % (cni0["local"], cni0["prefixlen"])).network)
+
+
+def http(host, pod, ip, port=8080):
+    """GET from inside a pod; returns the workload's one-line answer as a dict."""
+    out = in_pod(host, pod, "curl -s -m 5 http://%s:%d/" % (ip, port))
+    assert out.rc == 0, "curl from %s to %s:%d failed: %s" % (pod, ip, port, out.stderr)
+    return dict(kv.split("=", 1) for kv in out.stdout.split())
+
+
+def converge(*extra, check=False):
+    """Run site.yml against this lab; returns (rc, {host: changed count}, output)."""
+    env = dict(os.environ)
+    env["PATH"] = "%s:%s" % (REPO / ".venv" / "bin", env.get("PATH", ""))
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".collections"))
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    cmd = ["ansible-playbook", "-i", str(REPO / "inventories" / "lab"), str(REPO / "playbooks" / "site.yml")] + list(extra)
+    if check:
+        cmd.append("--check")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    try:
+        stats = json.loads(proc.stdout)["stats"]
+    except (ValueError, KeyError):
+        stats = {}
+    return proc.returncode, dict((h, s.get("changed", 0)) for h, s in stats.items()), proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+# --- pods exist as declared ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pod", sorted(PODS))
+def test_pod_is_wired_on_its_node(host, lab, pod):
+    node = host(PODS[pod])
+    assert node.run("test -e /run/netns/%s" % netns(pod)).rc == 0
+    cidr = ipaddress.ip_network(pod_cidr(lab, host, PODS[pod]))
+    eth0 = ip_json(node, "-n", netns(pod), "-d", "link", "show", "eth0")[0]
+    assert eth0["mtu"] == 1450 and eth0.get("ifalias") == "podnet.fabric"
+    assert ipaddress.ip_address(pod_ip(host, pod)) in cidr
+    default = ip_json(node, "-n", netns(pod), "route", "show", "default")
+    assert [(r["gateway"], r["dev"]) for r in default] == [(str(cidr.network_address + 1), "eth0")]
+    # its host end hangs on cni0 in hairpin mode
+    ports = [lk for lk in ip_json(node, "-d", "link", "show", "master", "cni0")]
+    assert any(lk["linkinfo"]["info_slave_data"]["hairpin"] for lk in ports)
+
+
+def test_fixed_pod_ip_is_honoured(host):
+    assert pod_ip(host, "tools-3") == "10.244.2.100"
+
+
+def test_ipam_records_like_host_local(host):
+    files = host("node1").run("ls /var/lib/cni/networks/podnet").stdout.split()
+    assert sorted(files) == sorted([pod_ip(host, "web-1"), pod_ip(host, "tools-1")])
+    owner = host("node1").file("/var/lib/cni/networks/podnet/%s" % pod_ip(host, "web-1")).content_string
+    assert owner.strip() == "default/web-1"
+
+
+# --- pod to pod, without NAT ---------------------------------------------------------------------
+
+def test_same_node_pod_to_pod_keeps_the_source(host):
+    answer = http(host, "tools-1", pod_ip(host, "web-1"))
+    assert answer["pod"] == "default/web-1"
+    assert answer["client"].split(":")[0] == pod_ip(host, "tools-1")
+
+
+def test_same_rack_uses_host_gw_routes(host, lab):
+    routes = ip_json(host("node1"), "route", "show", pod_cidr(lab, host, "node2"))
+    assert [(r.get("gateway"), r["dev"], r["protocol"]) for r in routes] == [(lab.var("node2", "node_ip"), "eth0", "149")]
+    answer = http(host, "tools-1", pod_ip(host, "web-2"))
+    assert answer["pod"] == "default/web-2" and answer["node"] == "node2"
+    assert answer["client"].split(":")[0] == pod_ip(host, "tools-1"), "pod-to-pod traffic was NATed"
+
+
+def test_other_rack_goes_through_vxlan(host, lab):
+    routes = ip_json(host("node1"), "route", "show", pod_cidr(lab, host, "node3"))
+    assert len(routes) == 1 and routes[0]["dev"] == "flannel.1" and "onlink" in routes[0]["flags"]
+    vtep = ip_json(host("node1"), "-d", "link", "show", "flannel.1")[0]
+    assert vtep["linkinfo"]["info_data"]["id"] == 1 and vtep["mtu"] == 1450
+    fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
+    assert sorted(e["dst"] for e in fdb if e.get("dst")) == [lab.var("node3", "node_ip")], "crosssubnet tunnels only to the other rack"
+    for client, server in (("tools-1", "web-3"), ("tools-3", "web-1")):
+        answer = http(host, client, pod_ip(host, server))
+        assert answer["pod"] == "default/" + server
+        assert answer["client"].split(":")[0] == pod_ip(host, client), "pod-to-pod traffic was NATed"
+
+
+def test_full_size_packet_with_df_crosses_vxlan(host):
+    # 1450 MTU - 20 IP - 8 ICMP = 1422 bytes of payload, DF set: must pass through the tunnel.
+    ok = in_pod(host, "tools-1", "ping -n -c 2 -W 2 -M do -s 1422 %s" % pod_ip(host, "tools-3"))
+    assert ok.rc == 0, ok.stdout + ok.stderr
+    too_big = in_pod(host, "tools-1", "ping -n -c 1 -W 2 -M do -s 1423 %s" % pod_ip(host, "tools-3"))
+    assert too_big.rc != 0
+
+
+# --- egress ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def source_echo(host, lab):
+    """A one-shot TCP server on the internet host that answers with the source address it saw."""
+    inet = host("inet")
+    unit = "podnet-test-echo"
+    inet.run("systemctl stop %s 2>/dev/null; systemctl reset-failed %s 2>/dev/null" % (unit, unit))
+    script = ("import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+              "s.bind(('0.0.0.0',9000));s.listen(4);s.settimeout(60)\n"
+              "for _ in range(4):\n c,a=s.accept();c.sendall((a[0]+'\\n').encode());c.close()")
+    inet.check_output("systemd-run --unit %s --property RuntimeMaxSec=90 /usr/bin/python3 -c %s" % (unit, _quote(script)))
+    # wait (bounded) until it listens
+    inet.check_output("for i in $(seq 50); do ss -ltn | grep -q ':9000 ' && exit 0; sleep 0.1; done; exit 1")
+    yield lab.var("inet", "lab_ip")
+    inet.run("systemctl stop %s" % unit)
+
+
+def _quote(text):
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+@pytest.mark.parametrize("pod", ["tools-1", "tools-3"])
+def test_egress_is_masqueraded_to_the_node_ip(host, lab, source_echo, pod):
+    out = in_pod(host, pod, "nc -w 5 %s 9000" % source_echo)
+    assert out.rc == 0, out.stderr
+    assert out.stdout.strip() == lab.var(PODS[pod], "node_ip")
+
+
+def test_internet_host_cannot_reach_pods(host):
+    inet = host("inet")
+    for pod in ("web-1", "web-3"):
+        assert inet.run("ping -n -c 1 -W 1 %s" % pod_ip(host, pod)).rc != 0
+        assert inet.run("curl -s -m 2 http://%s:8080/" % pod_ip(host, pod)).rc != 0
+
+
+def test_egress_chains_are_owned_and_hooked_once(host):
+    rules = host("node1").check_output("iptables-save -t nat")
+    assert rules.count("-j PODNET-EGRESS") == 1
+    assert "-A PODNET-EGRESS -s 10.244.0.0/16 -d 10.244.0.0/16" in rules
+
+
+# --- re-converging: these change the lab and put it back ------------------------------------------
+
+def test_check_mode_on_the_converged_cluster_reports_no_change():
+    rc, changed, out = converge(check=True)
+    assert rc == 0, out
+    assert changed and all(v == 0 for v in changed.values()), changed
+
+
+def test_removing_a_pod_removes_exactly_its_objects(host, lab):
+    node1 = host("node1")
+    before_links = sorted(lk["ifname"] for lk in ip_json(node1, "link"))
+    web1_ip, tools1_ip = pod_ip(host, "web-1"), pod_ip(host, "tools-1")
+    pods = json.loads(json.dumps([p for p in lab.var("node1", "pod_network_pods") if p["name"] != "tools-1"]))
+    rc, _changed, out = converge("-e", json.dumps({"pod_network_pods": pods}))
+    assert rc == 0, out
+    try:
+        assert node1.run("test -e /run/netns/%s" % netns("tools-1")).rc != 0
+        after_links = sorted(lk["ifname"] for lk in ip_json(node1, "link"))
+        gone = set(before_links) - set(after_links)
+        assert len(gone) == 1 and next(iter(gone)).startswith("veth"), gone
+        assert set(after_links) - set(before_links) == set()
+        files = node1.run("ls /var/lib/cni/networks/podnet").stdout.split()
+        assert files == [web1_ip]
+        assert pod_ip(host, "web-1") == web1_ip
+        assert http(host, "tools-3", web1_ip)["pod"] == "default/web-1"
+    finally:
+        rc, _changed, out = converge()
+        assert rc == 0, out
+    assert pod_ip(host, "tools-1") == tools1_ip
+
+
+def test_switching_routing_mode_leaves_nothing_stale(host, lab):
+    node2_cidr = pod_cidr(lab, host, "node2")
+    rc, _changed, out = converge("-e", "pod_routing_mode=vxlan")
+    assert rc == 0, out
+    try:
+        routes = [r for r in ip_json(host("node1"), "route", "show", "proto", "149")]
+        assert all(r["dev"] == "flannel.1" for r in routes), routes
+        fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
+        assert sorted(e["dst"] for e in fdb if e.get("dst")) == sorted([lab.var("node2", "node_ip"), lab.var("node3", "node_ip")])
+        assert http(host, "tools-1", pod_ip(host, "web-2"))["client"].split(":")[0] == pod_ip(host, "tools-1")
+        rc, _changed, out = converge("-e", "pod_routing_mode=host-gw")
+        assert rc != 0 and "host-gw needs L2 adjacency" in out, "host-gw across racks must be refused"
+    finally:
+        rc, _changed, out = converge()
+        assert rc == 0, out
+    routes = ip_json(host("node1"), "route", "show", node2_cidr)
+    assert [(r.get("gateway"), r["dev"]) for r in routes] == [(lab.var("node2", "node_ip"), "eth0")]
+    fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
+    assert sorted(e["dst"] for e in fdb if e.get("dst")) == [lab.var("node3", "node_ip")]
+
+
+def test_a_restarted_node_is_restored_by_site_yml(host, lab):
+    container = lab.container("node2")
+    subprocess.run(["podman", "restart", "-t", "2", container], check=True, capture_output=True)
+    node2 = host("node2")
+    node2.check_output("for i in $(seq 100); do systemctl is-system-running --quiet && exit 0; "
+                       "[ \"$(systemctl is-system-running)\" = degraded ] && exit 0; sleep 0.1; done; exit 1")
+    assert node2.run("test -e /run/netns/%s" % netns("web-2")).rc != 0, "a reboot should have dropped the pods"
+    rc, changed, out = converge()
+    assert rc == 0, out
+    assert changed["node2"] > 0 and changed["node1"] == 0 and changed["node3"] == 0, changed
+    assert http(host, "tools-1", pod_ip(host, "web-2"))["pod"] == "default/web-2"
+    assert http(host, "tools-3", pod_ip(host, "web-2"))["pod"] == "default/web-2"
