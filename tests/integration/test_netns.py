@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from conftest import sh, snapshot, unique
+
+# purge deletes every podnet.fabric namespace not declared, host-wide: the tests that create
+# owned namespaces run on one xdist worker, one after the other (test.sh uses --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("owned-netns")
 
 
 def netns_list():
