@@ -175,14 +175,22 @@ def addresses(ipr, index):
     """Addresses on a link as 'ip/prefix' strings, without kernel-made IPv6 link-local ones."""
     if ipr is None or index is None:
         return []
-    out = []
-    for msg in ipr.get_addr(index=index):
+    return address_map(ipr).get(index, [])
+
+
+def address_map(ipr):
+    """{link index: addresses} of a whole namespace from one dump (pyroute2 filters an address
+    dump in Python, so asking per link costs a full dump each time)."""
+    out = {}
+    if ipr is None:
+        return out
+    for msg in ipr.get_addr():
         ip = msg.get_attr("IFA_ADDRESS")
         if msg["family"] == 2:
             ip = msg.get_attr("IFA_LOCAL") or ip
         if msg["family"] == 10 and ip.lower().startswith("fe80:"):
             continue
-        out.append("%s/%d" % (ip, msg["prefixlen"]))
+        out.setdefault(msg["index"], []).append("%s/%d" % (ip, msg["prefixlen"]))
     return out
 
 

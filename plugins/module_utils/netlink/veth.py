@@ -69,7 +69,7 @@ class _Peers(object):
             ctx.__exit__(None, None, None)
 
 
-def _observe(host, peer, peer_ipr, host_ipr, links):
+def _observe(host, peer, peer_ipr, host_addrs, links):
     if host is None:
         return None
     master = link.name_of(links, host["master_index"]) if host["master_index"] else None
@@ -80,7 +80,7 @@ def _observe(host, peer, peer_ipr, host_ipr, links):
         "mac": peer["mac"] if peer else None,
         "peer": peer["name"] if peer else None,
         "addresses": link.addresses(peer_ipr, peer["index"]) if peer else [],
-        "host_addresses": link.addresses(host_ipr, host["index"]),
+        "host_addresses": host_addrs.get(host["index"], []),
         "bridge": master,
         "hairpin": bool(host["slave"].get("IFLA_BRPORT_MODE")) if master else False,
     }
@@ -99,11 +99,12 @@ def plan(ipr, veths, purge=False, missing_ok=False):
     """Plan the pairs in ``veths`` (normalized) with host ends in ``ipr``'s namespace."""
     result = Plan()
     links = link.dump(ipr)
+    host_addrs = link.address_map(ipr)  # one dump for all host ends
     peers = _Peers(ipr, missing_ok)
     declared = set()
     try:
         for spec in veths:
-            _plan_one(result, ipr, links, peers, spec, declared)
+            _plan_one(result, ipr, links, host_addrs, peers, spec, declared)
         if purge:
             for name, cur in sorted(links.items()):
                 if name not in declared and cur["kind"] == "veth" and link.is_owned(cur):
@@ -124,7 +125,7 @@ def close(result):
         peers.close()
 
 
-def _plan_one(result, ipr, links, peers, spec, declared):
+def _plan_one(result, ipr, links, host_addrs, peers, spec, declared):
     name = spec["name"]
     if name in declared:
         raise FabricError("veth %s: declared twice" % name)
@@ -139,7 +140,7 @@ def _plan_one(result, ipr, links, peers, spec, declared):
     peer_name = spec["peer"]
     peer = link.get(peer_ipr, peer_name) if peer_ipr is not None else None
     paired = _paired(host, peer)
-    before = _observe(host, peer if paired else None, peer_ipr, ipr, links)
+    before = _observe(host, peer if paired else None, peer_ipr, host_addrs, links)
     result.before[name] = before or {"state": "absent"}
 
     if spec.get("state", "present") == "absent":
