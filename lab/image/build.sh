@@ -40,6 +40,7 @@ debian_mirror() {
     return
   fi
   # SITE of the first deb source apt is configured with for this suite (not -updates/-security).
+  # shellcheck disable=SC2016  # $(...) are apt-get indextargets placeholders, not shell
   apt-get indextargets --format '$(TARGET_OF) $(RELEASE) $(SITE)' 2>/dev/null |
     awk -v suite="$SUITE" '$1 == "deb" && $2 == suite { print $3; exit }'
 }

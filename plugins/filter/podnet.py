@@ -10,7 +10,6 @@ import ipaddress
 from ansible.errors import AnsibleFilterError
 
 
-
 def pod_cidrs(nodes, cluster_cidr, node_prefix=24, hostvars=None):
     """{node: pod CIDR}: a node's own ``pod_cidr`` (Kubernetes Node.spec.podCIDR) when its
     inventory sets one, else the i-th /node_prefix of ``cluster_cidr`` in inventory order (append

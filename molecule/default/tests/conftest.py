@@ -49,7 +49,7 @@ class LabInventory:
         """Host names matching an Ansible host pattern, in inventory order."""
         return [h.name for h in self._inventory.get_hosts(pattern)]
 
-    @functools.lru_cache(maxsize=None)
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one inventory per session
     def _templar(self, name: str):
         from ansible.template import Templar
 
@@ -107,4 +107,3 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.lab)
-

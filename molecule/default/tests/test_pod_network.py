@@ -79,7 +79,7 @@ def test_pod_is_wired_on_its_node(host, lab, pod):
     default = ip_json(node, "-n", netns(pod), "route", "show", "default")
     assert [(r["gateway"], r["dev"]) for r in default] == [(str(cidr.network_address + 1), "eth0")]
     # its host end hangs on cni0 in hairpin mode
-    ports = [lk for lk in ip_json(node, "-d", "link", "show", "master", "cni0")]
+    ports = ip_json(node, "-d", "link", "show", "master", "cni0")
     assert any(lk["linkinfo"]["info_slave_data"]["hairpin"] for lk in ports)
 
 
@@ -209,7 +209,7 @@ def test_switching_routing_mode_leaves_nothing_stale(host, lab):
     rc, _changed, out = converge("-e", "pod_routing_mode=vxlan")
     assert rc == 0, out
     try:
-        routes = [r for r in ip_json(host("node1"), "route", "show", "proto", "149")]
+        routes = ip_json(host("node1"), "route", "show", "proto", "149")
         assert all(r["dev"] == "flannel.1" for r in routes), routes
         fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
         assert sorted(e["dst"] for e in fdb if e.get("dst")) == sorted([lab.var("node2", "node_ip"), lab.var("node3", "node_ip")])

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """A pod's workload: answers every HTTP request with who answered and whom it saw.
 
 Configured by environment (POD_ID, POD_NODE, POD_PORTS="8080 9090"); listens on every port on
@@ -16,8 +15,8 @@ NODE = os.environ.get("POD_NODE", "unknown")
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = ("pod=%s node=%s client=%s:%d port=%d\n" % (POD, NODE, self.client_address[0], self.client_address[1],
-                                                             self.server.server_address[1])).encode()
+        peer_ip, peer_port = self.client_address[0], self.client_address[1]
+        body = ("pod=%s node=%s client=%s:%d port=%d\n" % (POD, NODE, peer_ip, peer_port, self.server.server_address[1])).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
