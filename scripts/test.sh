@@ -11,7 +11,7 @@
 # whole cluster on the podman lab: create, converge site.yml, idempotence, testinfra, destroy).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 bash scripts/setup.sh || { echo "[test] set-up failed" >&2; exit 1; }
 export PATH="$ROOT/.venv/bin:$PATH"
 
