@@ -182,6 +182,16 @@ def tunnel_route(peer, vtep):
     return {"dest": peer["pod_cidr"], "gateway": peer["vtep_ip"], "dev": vtep, "onlink": True}
 
 
+def served_pods(pods):
+    """What the pod_workload server needs of pods_on() entries with TCP container ports."""
+    out = []
+    for pod in pods or []:
+        ports = sorted(set(p["containerPort"] for p in pod.get("ports") or [] if p.get("protocol", "TCP") == "TCP"))
+        if ports:
+            out.append({"id": pod["id"], "netns": pod["netns"], "ports": ports})
+    return out
+
+
 class FilterModule(object):
     def filters(self):
         return {
@@ -193,6 +203,7 @@ class FilterModule(object):
             "pods_on": pods_on,
             "pod_veths": pod_veths,
             "pick": pick,
+            "served_pods": served_pods,
             "route_peers": route_peers,
             "vtep_peer": vtep_peer,
             "direct_route": direct_route,
