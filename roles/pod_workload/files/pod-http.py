@@ -32,8 +32,8 @@ def setns(fd):
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         peer_ip, peer_port = self.client_address[0], self.client_address[1]
-        body = "pod=%s node=%s client=%s:%d port=%d\n" % (self.server.pod_id, self.server.node, peer_ip, peer_port,
-                                                           self.server.server_address[1])
+        fields = (self.server.pod_id, self.server.node, peer_ip, peer_port, self.server.server_address[1])
+        body = "pod=%s node=%s client=%s:%d port=%d\n" % fields
         data = body.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")

@@ -46,8 +46,10 @@ def test_foreign_files_are_ignored(tmp_path):
 @pytest.mark.parametrize("allocs,kw,message", [
     ([{"id": "a", "ip": "10.244.2.5"}], {},
      "ipam a: 10.244.2.5 is outside the allocatable range 10.244.1.1-10.244.1.254 of 10.244.1.0/24 (or is the gateway)"),
-    ([{"id": "a", "ip": "10.244.1.1"}], {}, "ipam a: 10.244.1.1 is outside the allocatable range 10.244.1.1-10.244.1.254 of 10.244.1.0/24 (or is the gateway)"),
-    ([{"id": "a"}, {"id": "b"}, {"id": "c"}], {"range_start": "10.244.1.2", "range_end": "10.244.1.3"}, "ipam c: no free address left in 10.244.1.2-10.244.1.3"),
+    ([{"id": "a", "ip": "10.244.1.1"}], {},
+     "ipam a: 10.244.1.1 is outside the allocatable range 10.244.1.1-10.244.1.254 of 10.244.1.0/24 (or is the gateway)"),
+    ([{"id": "a"}, {"id": "b"}, {"id": "c"}], {"range_start": "10.244.1.2", "range_end": "10.244.1.3"},
+     "ipam c: no free address left in 10.244.1.2-10.244.1.3"),
     ([{"id": "a"}, {"id": "a"}], {}, "ipam a: declared twice"),
 ])
 def test_bad_input(tmp_path, allocs, kw, message):
