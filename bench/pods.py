@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # -*- coding: utf-8 -*-
 # Copyright: podnet.fabric contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -13,9 +13,11 @@ Issue 3. In one run, inside throw-away network namespaces only:
   between fork and exec), so cni0 and the host-side veths live there, never on the host.
 * collection side - one playbook (localhost, connection local, no facts) per target Python:
   podnet.fabric.netns (node + pods), .bridge (cni0 + gateway), .veth (pods, host-local style
-  addresses .2 .. .N+1, hairpin) and, when the route module exists, .route (default via the
-  gateway in each pod, one invocation per pod). Then an empty playbook with the same settings
-  (Ansible's start-up), then the same playbook again, which must report changed=0.
+  addresses .2 .. .N+1, hairpin, and each pod's default route through the veth entry's
+  ``gateway``, as the CNI bridge plugin installs it in the same ADD): three tasks. With
+  ``--route-loop`` the default route comes from .route instead, looped over the pods (one
+  invocation per pod, as before veth had ``gateway``). Then an empty playbook with the same
+  settings (Ansible's start-up), then the same playbook again, which must report changed=0.
 
 Both sides are verified with independent tools (``ip -json``, ``ping``) and the host's links
 are checked while each side's objects exist. Everything is deleted in a ``finally``.
@@ -146,6 +148,12 @@ def check_ports(node, count):
     return problems
 
 
+def default_route(netns, gateway):
+    """The pod's default route via ``gateway`` on eth0 (``ip -json route``), or None."""
+    return next((r for r in ip_json("route", "show", "default", netns=netns)
+                 if r.get("dst") == "default" and r.get("gateway") == gateway and r.get("dev") == "eth0"), None)
+
+
 def delete_netns(names):
     for name in names:
         if os.path.exists(os.path.join(NETNS_DIR, name)):
@@ -167,6 +175,7 @@ class CniSide(object):
         self.times = {}
         self.per_pod = []
         self.host_side = set()  # cni0 and the host ends of the veths, as the plugin reported them
+        self.routes = 0  # pods seen with their default route
 
     def netconf(self):
         ipam = {"type": "host-local", "ranges": [[{"subnet": self.subnet}]], "dataDir": self.data_dir}
@@ -222,9 +231,11 @@ class CniSide(object):
                      for a in link.get("addr_info", []) if a.get("family") == "inet"]
             if addrs != [self.addresses[pod]]:
                 problems.append("%s eth0 has %s, the plugin reported %s" % (pod, addrs, self.addresses[pod]))
-            if self.default_route and not any(r.get("dst") == "default" and r.get("gateway") == self.gateway
-                                              for r in ip_json("route", "show", netns=pod)):
-                problems.append("%s has no default route via %s" % (pod, self.gateway))
+            if self.default_route:
+                if default_route(pod, self.gateway):
+                    self.routes += 1
+                else:
+                    problems.append("%s has no default route via %s dev eth0" % (pod, self.gateway))
         target = self.addresses[self.pods[-1]].split("/")[0]
         attempts = ping(self.pods[0], target)
         if not attempts:
@@ -289,17 +300,29 @@ def run_playbook(path, python, tmp):
 
 
 class CollectionSide(object):
-    def __init__(self, run_id, tag, pods, subnet_prefix, tmp, with_route):
+    """``route``: None (no default route), "gateway" (veth's per-entry gateway, the main
+    comparison) or "loop" (podnet.fabric.route looped over the pods, one invocation each)."""
+
+    def __init__(self, run_id, tag, pods, subnet_prefix, tmp, route):
         self.tag = tag
         self.node = "pnb%s-%s" % (run_id, tag)
         self.pods = ["pnb%s-%s-p%03d" % (run_id, tag, i) for i in range(1, pods + 1)]
         self.prefix = subnet_prefix
         self.gateway = "%s.1" % subnet_prefix
         self.tmp = tmp
-        self.with_route = with_route
+        self.route = route
+        self.with_route = route is not None
 
     def address(self, i):
         return "%s.%d/24" % (self.prefix, i + 1)  # host-local style: .1 is the gateway, pods from .2
+
+    def veth_entry(self, i, pod):
+        entry = {"name": "veth-p%03d" % i, "peer_netns": pod, "addresses": [self.address(i)], "bridge": "cni0", "hairpin": True}
+        if self.route == "gateway":
+            # default via the gateway dev eth0 in the pod, in the same call: what the CNI bridge
+            # plugin does with the ipam routes 0.0.0.0/0 (isDefaultGateway).
+            entry["gateway"] = self.gateway
+        return entry
 
     def tasks(self):
         tasks = [
@@ -307,12 +330,11 @@ class CollectionSide(object):
             {"name": "bridge", "podnet.fabric.bridge": {"netns": self.node, "bridges": [
                 {"name": "cni0", "addresses": ["%s/24" % self.gateway]}]}},
             {"name": "veths", "podnet.fabric.veth": {"netns": self.node, "veths": [
-                {"name": "veth-p%03d" % i, "peer_netns": pod, "addresses": [self.address(i)], "bridge": "cni0", "hairpin": True}
-                for i, pod in enumerate(self.pods, 1)]}},
+                self.veth_entry(i, pod) for i, pod in enumerate(self.pods, 1)]}},
         ]
-        if self.with_route:
-            # The CNI bridge plugin with isGateway installs this route in every pod. The route
-            # module acts in one netns per call, so this is one module invocation per pod.
+        if self.route == "loop":
+            # --route-loop: the way before veth had `gateway`. The route module acts in one
+            # netns per call, so this is one module invocation per pod.
             tasks.append({"name": "routes", "podnet.fabric.route": {
                 "netns": "{{ item }}", "routes": [{"dest": "default", "gateway": self.gateway}]},
                 "loop": self.pods})
@@ -331,7 +353,7 @@ class CollectionSide(object):
               for a in link.get("addr_info", []) if a.get("family") == "inet"]
         if gw != ["%s/24" % self.gateway]:
             problems.append("cni0 has %s" % gw)
-        eth0 = 0
+        eth0 = routes = 0
         for i, pod in enumerate(self.pods, 1):
             links = ip_json("addr", "show", "dev", "eth0", netns=pod)
             addrs = ["%s/%s" % (a["local"], a["prefixlen"]) for link in links for a in link.get("addr_info", []) if a.get("family") == "inet"]
@@ -339,14 +361,19 @@ class CollectionSide(object):
                 eth0 += 1
             else:
                 problems.append("%s eth0: %s %s, expected %s" % (pod, links[0].get("flags") if links else "missing", addrs, self.address(i)))
-            if self.with_route and not any(r.get("dst") == "default" and r.get("gateway") == self.gateway
-                                           for r in ip_json("route", "show", netns=pod)):
-                problems.append("%s has no default route via %s" % (pod, self.gateway))
+            if self.with_route:
+                route = default_route(pod, self.gateway)
+                # veth's gateway marks its route proto 149 (podnet.fabric's); `ip` prints the number.
+                if route and (self.route != "gateway" or str(route.get("protocol")) == "149"):
+                    routes += 1
+                else:
+                    problems.append("%s: no default route via %s dev eth0%s (%s)" % (
+                        pod, self.gateway, " proto 149" if self.route == "gateway" else "", route))
         target = self.address(len(self.pods)).split("/")[0]
         attempts = ping(self.pods[0], target)
         if not attempts:
             problems.append("ping %s -> %s failed" % (self.pods[0], target))
-        return problems, eth0, attempts, target
+        return problems, eth0, routes, attempts, target
 
     def cleanup(self):
         delete_netns(list(reversed(self.pods)) + [self.node])
@@ -355,14 +382,14 @@ class CollectionSide(object):
 def run_collection(side, python):
     empty = side.write("empty-%s.yml" % side.tag, [])
     play = side.write("pods-%s.yml" % side.tag, side.tasks())
-    out = {"python": python, "pyroute2": pyroute2_version(python), "route": side.with_route}
+    out = {"python": python, "pyroute2": pyroute2_version(python), "route": side.route}
     out["empty"] = run_playbook(empty, python, side.tmp)
     out["cold"] = run_playbook(play, python, side.tmp)
     out["noop"] = run_playbook(play, python, side.tmp)
     out["own"] = out["cold"]["wall"] - out["empty"]["wall"]
     out["netns_task"] = task_seconds(out["cold"], "namespaces")
-    problems, eth0, attempts, target = side.verify()
-    out.update(problems=problems, eth0=eth0, ping_attempts=attempts, ping_target=target, host_links=host_links())
+    problems, eth0, routes, attempts, target = side.verify()
+    out.update(problems=problems, eth0=eth0, routes=routes, ping_attempts=attempts, ping_target=target, host_links=host_links())
     return out
 
 
@@ -403,42 +430,44 @@ def report(args, cni, cni_check, runs, host_check):
              "%.1f ms/pod (median %.1f)" % (1000 * plug / n, 1000 * statistics.median(cni.per_pod))))
     add(_row("CNI total: plugins + netns setup", cni_all, cni_all_cpu))
     add("  pods' default route (ipam routes 0.0.0.0/0): %s" % (
-        "yes" if cni.default_route else "no (for parity: the collection side has no route task)"))
+        "yes, seen in %d/%d pods" % (cni.routes, n) if cni.default_route else "no (--no-route: neither side installs one)"))
     if cni.default_route and not any(r["route"] for r in runs):
-        add("  (the collection side has no route task: the CNI side does more work here)")
+        add("  (the collection side installs no default route: the CNI side does more work here)")
     add("  verify: %s; ping pod 1 -> pod %d (%s): %s" % (
         "ok" if not cni_check[0] else "; ".join(cni_check[0][:5]), n, cni_check[2],
         "ok (attempt %d)" % cni_check[1] if cni_check[1] else "FAILED"))
     for r in runs:
         cold, empty, noop = r["cold"], r["empty"], r["noop"]
         own, own_cpu = r["own"], cold["cpu"] - empty["cpu"]
-        route_cold = task_seconds(cold, "routes") if r["route"] else 0.0
-        route_noop = task_seconds(noop, "routes") if r["route"] else 0.0
+        loop = r["route"] == "loop"
+        route_cold = task_seconds(cold, "routes") if loop else 0.0
+        route_noop = task_seconds(noop, "routes") if loop else 0.0
         add("")
         add("collection, target python %s (pyroute2 %s)" % (r["python"], r["pyroute2"]))
+        add("  pods' default route: %s" % {
+            "gateway": "veth's per-entry gateway (3 tasks: netns, bridge, veth)",
+            "loop": "--route-loop: podnet.fabric.route looped over the pods (%d invocations, 4th task)" % n,
+            None: "none (--no-route)"}[r["route"]])
         add(_row("empty playbook (Ansible start-up)", empty["wall"], empty["cpu"]))
         add(_row("cold playbook", cold["wall"], cold["cpu"], "changed=%d" % cold["changed"]))
         add(_row("module's own time (cold - empty)", own, own_cpu, "%.1f ms/pod" % (1000 * own / n)))
         add("    tasks (callback, wall s): %s" % _tasks(cold))
-        if r["route"]:
+        if loop:
             add(_row("own time without the route loop (%d invocations)" % n, own - route_cold))
         add(_row("no-op re-run", noop["wall"], noop["cpu"], "changed=%d" % noop["changed"]))
         add("    tasks (callback, wall s): %s" % _tasks(noop))
-        if r["route"]:
+        if loop:
             add(_row("no-op re-run without the route loop", noop["wall"] - route_noop))
-        elif args.no_route:
-            add("  (route task left out, --no-route: the pods get no default route)")
-        else:
-            add("  (no podnet.fabric.route module in this checkout: the pods get no default route)")
-        add("  verify: %d/%d eth0 up with the right address; %s; ping pod 1 -> pod %d (%s): %s" % (
-            r["eth0"], n, "ok" if not r["problems"] else "; ".join(r["problems"][:5]), n, r["ping_target"],
+        add("  verify: %d/%d eth0 up with the right address; %s; %s; ping pod 1 -> pod %d (%s): %s" % (
+            r["eth0"], n, "default route in %d/%d pods" % (r["routes"], n) if r["route"] else "no default route",
+            "ok" if not r["problems"] else "; ".join(r["problems"][:5]), n, r["ping_target"],
             "ok (attempt %d)" % r["ping_attempts"] if r["ping_attempts"] else "FAILED"))
         add("  ratios")
         add(_ratio("own / CNI total (both sides create the namespaces)", own / cni_all,
                    "< %.0f" % TARGET_OWN_OVER_CNI, own / cni_all < TARGET_OWN_OVER_CNI))
         add(_ratio("(own - netns task) / CNI plugins (neither side does)", (own - r["netns_task"]) / plug,
                    "< %.0f" % TARGET_OWN_OVER_CNI, (own - r["netns_task"]) / plug < TARGET_OWN_OVER_CNI))
-        if r["route"]:
+        if loop:
             add(_ratio("own without the route loop / CNI total", (own - route_cold) / cni_all))
         add(_ratio("own / CNI total, in CPU seconds", own_cpu / cni_all_cpu))
         add(_ratio("cold wall / CNI total", cold["wall"] / cni_all,
@@ -454,13 +483,17 @@ def report(args, cni, cni_check, runs, host_check):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--pods", type=int, default=50, help="pods per contender (1..250, default 50)")
     parser.add_argument("--python", action="append", metavar="PATH",
                         help="target interpreter for the playbook; repeat for several (default: %s)" % " and ".join(DEFAULT_PYTHONS))
-    parser.add_argument("--no-route", action="store_true", help="leave out the route task even when the module exists")
+    parser.add_argument("--no-route", action="store_true",
+                        help="no default route on either side (no veth gateway, no ipam routes)")
+    parser.add_argument("--route-loop", action="store_true",
+                        help="collection side: default route from podnet.fabric.route looped over the pods "
+                             "(one invocation per pod, 4 tasks) instead of veth's gateway")
     parser.add_argument("--cni-default-route", action="store_true",
-                        help="give the CNI pods a default route even when the collection side has no route task")
+                        help="with --no-route: give the CNI pods their default route anyway (the collection side installs none)")
     parser.add_argument("--collections-path", metavar="DIR",
                         help="where podnet.fabric resolves from (default: this checkout's .collections)")
     parser.add_argument("--json", metavar="FILE", help="also write the raw figures to FILE")
@@ -478,15 +511,26 @@ def main(argv=None):
     source = Path(COLLECTIONS_PATH[0]) / "ansible_collections" / "podnet" / "fabric"
     if not (source / "galaxy.yml").exists():
         parser.error("no podnet.fabric under %s (run scripts/setup.sh)" % COLLECTIONS_PATH[0])
-    with_route = (source / "plugins" / "modules" / "route.py").exists() and not args.no_route
+    if args.no_route and args.route_loop:
+        parser.error("--no-route and --route-loop exclude each other")
+    if args.no_route:
+        route = None
+    elif args.route_loop:
+        route = "loop"
+        if not (source / "plugins" / "modules" / "route.py").exists():
+            parser.error("--route-loop: no podnet.fabric.route module under %s" % source)
+    else:
+        route = "gateway"
+        if "gateway:" not in (source / "plugins" / "modules" / "veth.py").read_text(encoding="utf-8"):
+            parser.error("podnet.fabric.veth under %s has no gateway option (--no-route, or an older copy)" % source)
 
     args.load_before = loadavg()
     args.started = time.strftime("%Y-%m-%d %H:%M:%S")
     run_id = secrets.token_hex(2)
     tmp = tempfile.mkdtemp(prefix="podnet-bench-pods-")
     third = 100 + int(run_id, 16) % 100  # 10.<third>.y.0/24: the sides never share a subnet
-    cni = CniSide(run_id, args.pods, "10.%d.200" % third, tmp, default_route=with_route or args.cni_default_route)
-    sides = [CollectionSide(run_id, "c%d" % k, args.pods, "10.%d.%d" % (third, k + 1), tmp, with_route)
+    cni = CniSide(run_id, args.pods, "10.%d.200" % third, tmp, default_route=route is not None or args.cni_default_route)
+    sides = [CollectionSide(run_id, "c%d" % k, args.pods, "10.%d.%d" % (third, k + 1), tmp, route)
              for k in range(len(pythons))]
     links_before = host_links()
     rules_before = host_ruleset()
@@ -519,7 +563,7 @@ def main(argv=None):
     others = sorted(seen - set(links_before) - ours)
     host_check = "%s; %d link names of ours (cni0, %d CNI veth host ends, veth-pNNN) checked: %s" % (
         "unchanged (%d links)" % len(links_before) if not others and set(links_after) == set(links_before)
-        else "links of other work appeared meanwhile: %s" % others,
+        else "links of other work changed meanwhile: +%s -%s" % (others, sorted(set(links_before) - set(links_after))),
         len(ours), len(cni.host_side) - 1, "none on the host" if not leaked else "LEAKED to the host: %s" % leaked)
     if rules_before != rules_after:
         host_check += "; host iptables-save differs (check whether other work changed it)"
