@@ -31,3 +31,22 @@ options:
       - A namespace that does not exist is an error; nothing is created in that case.
     type: str
 """
+
+    # Every module that creates objects: whose they are.
+    OWNER = r"""
+options:
+  owner:
+    description:
+      - Who owns the objects this task manages - the role or playbook, for example
+        C(pod_network). Whatever the task creates carries this owner (link alias
+        C(podnet.fabric:OWNER), a namespace's loopback alias, the route protocol registered for
+        the owner in C(/etc/iproute2/rt_protos.d/podnet-fabric.conf), the iptables registry and
+        comments, the IPAM file), and I(purge) removes only this owner's objects.
+      - Declaring an object another owner holds fails, naming both owners. Objects of
+        podnet.fabric 0.1 (plain C(podnet.fabric) mark, route protocol 149) are adopted in place
+        by the owner that declares them; purge never removes them.
+      - Omitted, the owner is C(default), and I(purge) is an error, so that two playbooks that
+        do not name themselves can never remove each other's objects.
+      - 1-32 characters of C(a-z), C(0-9), C(_), C(.), C(-).
+    type: str
+"""

@@ -13,14 +13,15 @@ description:
     C(bridge) plugin sets up C(cni0) as the pods' gateway.
   - Reconciles every property it manages on each run, not only existence - addresses (exactly the
     declared list), MTU, MAC, STP, promiscuous mode, ports and hairpin mode on those ports.
-  - Bridges it creates carry the link alias C(podnet.fabric); I(purge) and I(state=absent) only
-    remove bridges with that alias. A link of the same name that is not ours, or of another
-    kind, is an error and is left alone.
+  - Bridges it creates carry the link alias C(podnet.fabric:OWNER); I(purge) only removes the
+    task owner's bridges. A link of the same name that is not podnet.fabric's, another owner's,
+    or of another kind, is an error and is left alone.
 author:
   - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
+  - podnet.fabric.attributes.OWNER
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
 options:
@@ -75,8 +76,8 @@ options:
         type: bool
   purge:
     description:
-      - Delete bridges owned by podnet.fabric (alias C(podnet.fabric)) in the namespace that are
-        not listed in I(bridges). Bridges not created by this collection are never touched.
+      - Delete the bridges of I(owner) in the namespace that are not listed in I(bridges).
+        Other owners' bridges and bridges not created by this collection are never touched.
     type: bool
     default: false
 """
@@ -84,6 +85,7 @@ options:
 EXAMPLES = r"""
 - name: The pods' gateway bridge on a node
   podnet.fabric.bridge:
+    owner: pod_network
     bridges:
       - name: cni0
         addresses: [10.244.1.1/24]
@@ -92,6 +94,7 @@ EXAMPLES = r"""
 
 - name: A bridge inside a lab namespace, with an uplink port in hairpin mode
   podnet.fabric.bridge:
+    owner: lab
     netns: node1
     bridges:
       - name: br-lab
@@ -99,8 +102,9 @@ EXAMPLES = r"""
         hairpin: true
         stp: false
 
-- name: Remove every bridge podnet.fabric made on this host except cni0
+- name: Remove every bridge of the owner pod_network on this host except cni0
   podnet.fabric.bridge:
+    owner: pod_network
     bridges:
       - name: cni0
     purge: true
@@ -130,39 +134,33 @@ actions:
   sample: ["create bridge cni0", "set bridge cni0 alias podnet.fabric, mtu 1500", "add address 10.244.1.1/24 to bridge cni0"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.fabric.plugins.module_utils.netlink import bridge
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
 
-from ansible_collections.podnet.fabric.plugins.module_utils.netlink import bridge, core
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, finish
+ARGUMENT_SPEC = dict(
+    bridges=dict(type="list", elements="dict", required=True, options=dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        addresses=dict(type="list", elements="str"),
+        mtu=dict(type="int"),
+        mac=dict(type="str"),
+        stp=dict(type="bool"),
+        promisc=dict(type="bool"),
+        ports=dict(type="list", elements="str", default=[]),
+        hairpin=dict(type="bool"),
+    )),
+    purge=dict(type="bool", default=False),
+)
+
+
+def build(ctx):
+    wanted = [bridge.normalize(b) for b in ctx.params["bridges"]]
+    plan = bridge.plan(ctx.netlink(), wanted, ctx.owner, purge=ctx.params["purge"], missing_ok=ctx.check_mode)
+    return plan, {"bridges": [plan.after[n] for n in sorted(plan.after)]}
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            bridges=dict(type="list", elements="dict", required=True, options=dict(
-                name=dict(type="str", required=True),
-                state=dict(type="str", choices=["present", "absent"], default="present"),
-                addresses=dict(type="list", elements="str"),
-                mtu=dict(type="int"),
-                mac=dict(type="str"),
-                stp=dict(type="bool"),
-                promisc=dict(type="bool"),
-                ports=dict(type="list", elements="str", default=[]),
-                hairpin=dict(type="bool"),
-            )),
-            purge=dict(type="bool", default=False),
-            netns=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    core.require_pyroute2(module)
-    try:
-        wanted = [bridge.normalize(b) for b in module.params["bridges"]]
-        with core.open_netns(module.params["netns"], missing_ok=module.check_mode) as ipr:
-            plan = bridge.plan(ipr, wanted, purge=module.params["purge"], missing_ok=module.check_mode)
-            finish(module, plan, bridges=[plan.after[n] for n in sorted(plan.after)])
-    except FabricError as exc:
-        module.fail_json(msg=str(exc))
+    run_module(ARGUMENT_SPEC, build)
 
 
 if __name__ == "__main__":

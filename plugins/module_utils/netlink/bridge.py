@@ -7,8 +7,9 @@ Call with a handle opened in the namespace the bridges live in.
 """
 from __future__ import annotations
 
+from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
 from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, link
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan, noop
 
 WHAT = "bridge"
 
@@ -53,8 +54,9 @@ def _observe(links, ipr, name):
     }
 
 
-def plan(ipr, bridges, purge=False, missing_ok=False):
-    """Plan bringing the namespace's bridges to ``bridges`` (normalized entries).
+def plan(ipr, bridges, owner, purge=False, missing_ok=False):
+    """Plan bringing the namespace's bridges to ``bridges`` (normalized entries) for ``owner``;
+    ``purge`` deletes the owner's other bridges.
 
     ``missing_ok`` (check mode): a port that does not exist yet may be created by an earlier task.
     """
@@ -70,10 +72,10 @@ def plan(ipr, bridges, purge=False, missing_ok=False):
         if spec.get("state", "present") == "absent":
             result.after[name] = {"name": name, "state": "absent"}
             if cur is not None:
-                link.check_takeover(cur, name, "bridge", WHAT)
+                link.check_takeover(cur, name, "bridge", WHAT, owner)
                 link.plan_delete(result, ipr, name, WHAT)
             continue
-        link.check_takeover(cur, name, "bridge", WHAT)
+        link.check_takeover(cur, name, "bridge", WHAT, owner)
         for port in spec["ports"]:
             if port not in links:
                 if missing_ok:
@@ -90,14 +92,14 @@ def plan(ipr, bridges, purge=False, missing_ok=False):
                        lambda name=name, stp=stp: ipr.link("set", index=link.index_of(ipr, name), kind="bridge", br_stp_state=1 if stp else 0),
                        lambda name=name, stp=stp: ipr.link("set", index=link.index_of(ipr, name), kind="bridge", br_stp_state=0 if stp else 1))
         link.plan_attrs(result, ipr, name, cur, {
-            "alias": core.OWNER_ALIAS, "mtu": spec.get("mtu"), "mac": spec.get("mac"),
+            "alias": owners.mark(owner), "mtu": spec.get("mtu"), "mac": spec.get("mac"),
             "promisc": spec.get("promisc"), "up": True}, WHAT)
         link.plan_addresses(result, ipr, name, before["addresses"] if before else [], spec["addresses"], WHAT)
         hairpin = spec.get("hairpin")
         for port in spec["ports"]:
             pcur = links.get(port)
             if pcur is None:  # check mode only (see above)
-                result.add("attach port %s to bridge %s" % (port, name), lambda: None)
+                result.add("attach port %s to bridge %s" % (port, name), noop, irreversible=True)
                 continue
             master = link.name_of(links, pcur["master_index"]) if pcur["master_index"] else None
             link.plan_attrs(result, ipr, port, pcur, {"master": name, "up": True}, "port", current_master=master)
@@ -105,7 +107,7 @@ def plan(ipr, bridges, purge=False, missing_ok=False):
         result.after[name] = _after(before, spec, hairpin)
     if purge:
         for name, cur in sorted(links.items()):
-            if name not in declared and cur["kind"] == "bridge" and link.is_owned(cur):
+            if name not in declared and cur["kind"] == "bridge" and link.is_owned(cur, owner):
                 result.before[name] = _observe(links, ipr, name)
                 result.after[name] = {"name": name, "state": "absent"}
                 link.plan_delete(result, ipr, name, WHAT)
@@ -119,7 +121,8 @@ def plan_hairpin(result, ipr, port, current, hairpin):
     have = bool(current["slave"].get("IFLA_BRPORT_MODE")) if current else False
     if have != hairpin:
         result.add("set port %s hairpin %s" % (port, "on" if hairpin else "off"),
-                   lambda: ipr.brport("set", index=link.index_of(ipr, port), mode=1 if hairpin else 0))
+                   lambda: ipr.brport("set", index=link.index_of(ipr, port), mode=1 if hairpin else 0),
+                   lambda: ipr.brport("set", index=link.index_of(ipr, port), mode=1 if have else 0) if current else None)
 
 
 def _after(before, spec, hairpin):

@@ -11,11 +11,11 @@ IPDB and NDB are never used (deprecated / goes stale); every call goes through I
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import os
 import re
 
+from ansible_collections.podnet.fabric.plugins.module_utils import netns_exec
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
 
 try:
@@ -55,40 +55,10 @@ def require_pyroute2(module):
         module.fail_json(msg=missing_required_lib("pyroute2 (Debian: python3-pyroute2)"), exception=str(PYROUTE2_IMPORT_ERROR))
 
 
-CLONE_NEWNET = 0x40000000
-_LIBC = None
-
-
-def _setns(fd):
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def _ipr_in(path):
-    """An IPRoute whose socket lives in the namespace at ``path``.
-
-    The calling thread joins the namespace just long enough to open the netlink socket, then
-    returns to its own: a socket stays bound to the namespace it was created in. This costs about
-    a millisecond, where ``NetNS(name)`` starts a helper process per namespace (10-50 ms in both
-    pyroute2 0.7 and 0.9), which a node with 100 pods pays on every run.
-    """
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(path, os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                return IPRoute()
-            finally:
-                _setns(own)
-        finally:
-            os.close(target)
-    finally:
-        os.close(own)
+    """An IPRoute whose socket lives in the namespace at ``path`` (see netns_exec.joined)."""
+    with netns_exec.joined(path):
+        return IPRoute()
 
 
 @contextlib.contextmanager
@@ -100,7 +70,7 @@ def open_netns(netns=None, missing_ok=False):
     namespace yields None, which the observers treat as an empty namespace.
     """
     if netns:
-        path = os.path.join("/run/netns", netns)
+        path = netns_exec.netns_path(netns)
         if missing_ok and not os.path.exists(path):
             yield None
             return
@@ -119,7 +89,7 @@ def open_netns(netns=None, missing_ok=False):
 
 
 def netns_exists(name):
-    return os.path.exists(os.path.join("/run/netns", name))
+    return netns_exec.exists(name)
 
 
 # --- validation: one clear line naming the object and the reason --------------------------------

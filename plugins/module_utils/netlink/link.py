@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
 from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, noop
 
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
@@ -86,19 +87,27 @@ def name_of(links, index):
     return None
 
 
-def is_owned(link):
-    return link is not None and core.is_owned_alias(link.get("alias"))
+def holder(link):
+    """The owner a link's alias names: None (not ours), owner.LEGACY, or the owner."""
+    return owners.owner_of_mark(link.get("alias")) if link else None
 
 
-def check_takeover(link, name, kind, what):
-    """A name held by a link of another kind, or one we do not own, is an error."""
+def is_owned(link, owner):
+    """Does ``link`` belong to ``owner`` (legacy links belong to nobody, for purge)?"""
+    return link is not None and holder(link) == owner
+
+
+def check_takeover(link, name, kind, what, owner):
+    """May ``owner`` manage the existing link ``name`` as a ``kind``? Another kind, a foreign link
+    or another owner's is an error naming both; a legacy link is adopted (True)."""
     if link is None:
-        return
+        return False
     if link["kind"] != kind:
         raise FabricError("%s %s: the name is taken by a link of kind %s, not %s" % (what, name, link["kind"], kind))
-    if not is_owned(link):
-        raise FabricError("%s %s: a %s link of that name exists and is not owned by podnet.fabric (alias %r); remove it or pick another name"
+    if holder(link) is None:
+        raise FabricError("%s %s: a %s link of that name exists and is not podnet.fabric's (alias %r); remove it or pick another name"
                           % (what, name, kind, link.get("alias")))
+    return owners.claim("%s %s" % (what, name), holder(link), owner)
 
 
 # --- actions ---------------------------------------------------------------------------------------
@@ -125,15 +134,17 @@ def delete_quietly(ipr, name):
 
 
 def plan_delete(plan, ipr, name, what):
-    plan.add("delete %s %s" % (what, name), lambda: delete_quietly(ipr, name))
+    """Deleting a link cannot be undone (its neighbours, FDB and routes go with it)."""
+    plan.add("delete %s %s" % (what, name), lambda: delete_quietly(ipr, name), irreversible=True)
 
 
 def plan_attrs(plan, ipr, name, current, want, what, current_master=None):
     """Reconcile alias, mtu, mac, promisc, master and up/down of one link.
 
-    ``current`` is the observed view (None when this plan creates the link); ``want`` holds only
-    what the user manages (keys absent or None are left alone). ``want['master']`` is a bridge
-    name, or '' to release the link from its master; ``current_master`` is the observed one.
+    ``current`` is the observed view (None when this plan creates the link, whose creation's
+    undo deletes it with all of this); ``want`` holds only what the user manages (keys absent or
+    None are left alone). ``want['master']`` is a bridge name, or '' to release the link from its
+    master; ``current_master`` is the observed one.
     """
     cur = current or {}
     changes, old = {}, {}
@@ -144,29 +155,32 @@ def plan_attrs(plan, ipr, name, current, want, what, current_master=None):
             changes[kw], old[kw] = value, cur.get(key)
             said.append("%s %s" % (key, value))
     if changes:
-        undo_kw = dict((k, v) for k, v in old.items() if v is not None)
+        undo_kw = dict((k, "" if v is None and k == "ifalias" else v) for k, v in old.items())
+        undo_kw = dict((k, v) for k, v in undo_kw.items() if v is not None)
         plan.add("set %s %s %s" % (what, name, ", ".join(said)),
                  lambda: ipr.link("set", index=index_of(ipr, name), **changes),
-                 (lambda: ipr.link("set", index=index_of(ipr, name), **undo_kw)) if current and undo_kw else None)
+                 (lambda: ipr.link("set", index=index_of(ipr, name), **undo_kw)) if current and undo_kw else noop)
     if want.get("promisc") is not None and bool(cur.get("promisc")) != want["promisc"]:
         flag = IFF_PROMISC if want["promisc"] else 0
         plan.add("set %s %s promisc %s" % (what, name, "on" if want["promisc"] else "off"),
                  lambda: ipr.link("set", index=index_of(ipr, name), flags=flag, change=IFF_PROMISC),
-                 (lambda: ipr.link("set", index=index_of(ipr, name), flags=IFF_PROMISC - flag, change=IFF_PROMISC)) if current else None)
+                 (lambda: ipr.link("set", index=index_of(ipr, name), flags=IFF_PROMISC - flag, change=IFF_PROMISC)) if current else noop)
     target = want.get("master")
     if target is not None and target != (current_master or ""):
         if target:
             plan.add("attach %s %s to bridge %s" % (what, name, target),
                      lambda: ipr.link("set", index=index_of(ipr, name), master=index_of(ipr, target)),
-                     (lambda: ipr.link("set", index=index_of(ipr, name), master=0)) if current else None)
+                     (lambda: ipr.link("set", index=index_of(ipr, name), master=index_of(ipr, current_master) if current_master else 0))
+                     if current else noop)
         else:
             plan.add("release %s %s from bridge %s" % (what, name, current_master),
-                     lambda: ipr.link("set", index=index_of(ipr, name), master=0))
+                     lambda: ipr.link("set", index=index_of(ipr, name), master=0),
+                     lambda: ipr.link("set", index=index_of(ipr, name), master=index_of(ipr, current_master)))
     if want.get("up") is not None and bool(cur.get("up")) != want["up"]:
         state = "up" if want["up"] else "down"
         plan.add("set %s %s %s" % (what, name, state),
                  lambda: ipr.link("set", index=index_of(ipr, name), state=state),
-                 (lambda: ipr.link("set", index=index_of(ipr, name), state="down" if want["up"] else "up")) if current else None)
+                 (lambda: ipr.link("set", index=index_of(ipr, name), state="down" if want["up"] else "up")) if current else noop)
 
 
 # --- addresses -------------------------------------------------------------------------------------
