@@ -172,7 +172,9 @@ def netns(netns_factory):
 
 
 # What the kernel does by itself, asynchronously, is not "a change" a module made: carrier flags,
-# IPv6 link-local autoconfiguration (fe80:: addresses, their routes, DAD states), counters, timers.
+# IPv6 link-local autoconfiguration (fe80:: addresses, their routes, DAD states), counters, timers,
+# and the default qdisc the kernel attaches the first time a link goes up (noop -> noqueue; it
+# stays when the link goes down again, so a rolled-back "set up" cannot restore it).
 _CARRIER_FLAGS = {"NO-CARRIER", "LOWER_UP", "M-DOWN", "DORMANT"}
 
 
@@ -182,7 +184,7 @@ def _kernel_made_route(route):
 
 
 def _clean_link(lk):
-    for key in ("stats", "stats64", "operstate", "linkinfo_timers", "carrier_changes", "carrier_up_count", "carrier_down_count"):
+    for key in ("stats", "stats64", "operstate", "qdisc", "linkinfo_timers", "carrier_changes", "carrier_up_count", "carrier_down_count"):
         lk.pop(key, None)
     lk["flags"] = [f for f in lk.get("flags", []) if f not in _CARRIER_FLAGS]
     for section in ("info_data", "info_slave_data"):

@@ -130,6 +130,8 @@ def describe_error(exc):
     if isinstance(exc, FabricError):
         return str(exc)
     code = getattr(exc, "code", None)
+    if code is None and isinstance(exc, OSError):
+        code = exc.errno
     if isinstance(code, int) and code > 0:
         return "%s (errno %d)" % (os.strerror(code), code)
     return str(exc) or exc.__class__.__name__

@@ -17,14 +17,14 @@ def inet(ns, name):
 
 def test_bridge_four_runs_reconciles_every_property(four_runs, playbook, netns):
     sh("ip", "-n", netns, "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
-    tasks = [{"podnet.fabric.bridge": {"netns": netns, "bridges": [{
+    tasks = [{"podnet.fabric.bridge": {"netns": netns, "owner": "itest-a", "bridges": [{
         "name": "cni0", "addresses": ["10.244.1.1/24", "fd00:244:1::1/64"], "mtu": 1400,
         "mac": "0a:58:0a:f4:01:01", "stp": True, "promisc": True, "ports": ["up0"], "hairpin": True}]}}]
     check, real, _check2, _real2 = four_runs(tasks, lambda: snapshot(netns))
     br = link(netns, "cni0")
     assert br["linkinfo"]["info_kind"] == "bridge"
     assert br["mtu"] == 1400 and br["address"] == "0a:58:0a:f4:01:01"
-    assert br["ifalias"] == "podnet.fabric"
+    assert br["ifalias"] == "podnet.fabric:itest-a"
     assert br["linkinfo"]["info_data"]["stp_state"] == 1
     assert br["promiscuity"] >= 1
     assert inet(netns, "cni0") == ["10.244.1.1/24", "fd00:244:1::1/64"]
@@ -47,25 +47,92 @@ def test_bridge_four_runs_reconciles_every_property(four_runs, playbook, netns):
     assert port["master"] == "cni0" and port["linkinfo"]["info_slave_data"]["hairpin"] is True
 
     # absent removes it
-    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "bridges": [{"name": "cni0", "state": "absent"}]}}])
+    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "owner": "itest-a", "bridges": [{"name": "cni0", "state": "absent"}]}}])
     assert not r.failed and r.changed, r
     assert not [lk for lk in ip_json("link", netns=netns) if lk["ifname"] == "cni0"]
 
 
-def test_purge_touches_only_owned_bridges(playbook, netns):
+def _bridges(ns, owner, names, purge=True, **extra):
+    return {"podnet.fabric.bridge": dict({"netns": ns, "owner": owner, "purge": purge,
+                                          "bridges": [{"name": n} for n in names]}, **extra)}
+
+
+def _links(ns, *names):
+    return [lk for lk in snapshot(ns)[ns]["links"] if lk["ifname"] in names]
+
+
+def test_purge_touches_only_the_owners_bridges(playbook, netns):
     sh("ip", "-n", netns, "link", "add", "docker0", "type", "bridge")  # someone else's
     sh("ip", "-n", netns, "addr", "add", "172.17.0.1/16", "dev", "docker0")
-    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "bridges": [{"name": "cni0"}, {"name": "cni1"}]}}])
+    sh("ip", "-n", netns, "link", "add", "vethd0", "type", "veth", "peer", "name", "vethd1")
+    sh("ip", "-n", netns, "link", "set", "vethd0", "master", "docker0")
+    r = playbook([_bridges(netns, "itest-a", ["cni0", "cni1"]), _bridges(netns, "itest-b", ["br-b0", "br-b1"])])
     assert not r.failed, r
-    foreign = snapshot(netns)[netns]
-    foreign_link = [lk for lk in foreign["links"] if lk["ifname"] == "docker0"]
-    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "bridges": [{"name": "cni0"}], "purge": True}}])
-    assert not r.failed and r.changed, r
+    foreign = _links(netns, "docker0", "vethd0", "vethd1")
+    theirs = _links(netns, "br-b0", "br-b1")
+    # Each owner converges with purge in turn: neither loses anything of the other's.
+    for _round in range(2):
+        r = playbook([_bridges(netns, "itest-a", ["cni0"])])
+        assert not r.failed and r.last["owner"] == "itest-a", r
+        assert _links(netns, "br-b0", "br-b1") == theirs
+        r = playbook([_bridges(netns, "itest-b", ["br-b0", "br-b1"])])
+        assert not r.failed and not r.changed, r
     names = [lk["ifname"] for lk in ip_json("link", netns=netns)]
-    assert "cni0" in names and "cni1" not in names and "docker0" in names
-    after = snapshot(netns)[netns]
-    assert [lk for lk in after["links"] if lk["ifname"] == "docker0"] == foreign_link
+    assert "cni0" in names and "cni1" not in names
+    assert _links(netns, "docker0", "vethd0", "vethd1") == foreign
     assert inet(netns, "docker0") == ["172.17.0.1/16"]
+
+
+def test_another_owners_bridge_is_refused_naming_both(playbook, netns):
+    r = playbook([_bridges(netns, "itest-a", ["cni0"])])
+    assert not r.failed, r
+    before = snapshot(netns)
+    r = playbook([_bridges(netns, "itest-b", ["cni0"], purge=False)])
+    assert r.failed and r.last["msg"] == "bridge cni0: belongs to owner itest-a, not to owner itest-b; refusing to take it over", r
+    assert snapshot(netns) == before
+
+
+def test_purge_without_owner_is_an_error(playbook, netns):
+    before = snapshot(netns)
+    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "purge": True, "bridges": [{"name": "cni0"}]}}])
+    assert r.failed and r.last["msg"].startswith("purge needs an explicit owner"), r
+    assert snapshot(netns) == before
+    # Without purge the default owner works, and says so.
+    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "bridges": [{"name": "cni0"}]}}])
+    assert not r.failed and r.last["owner"] == "default", r
+    assert link(netns, "cni0")["ifalias"] == "podnet.fabric:default"
+
+
+def test_release_0_1_bridge_is_adopted_in_place_and_never_purged(playbook, netns):
+    for name in ("oldbr0", "oldbr1"):
+        sh("ip", "-n", netns, "link", "add", name, "type", "bridge")
+        sh("ip", "-n", netns, "link", "set", name, "alias", "podnet.fabric")
+    index = link(netns, "oldbr0")["ifindex"]
+    r = playbook([_bridges(netns, "itest-a", ["oldbr0"])], diff=True)
+    assert not r.failed and r.changed, r
+    assert "set bridge oldbr0 alias podnet.fabric:itest-a, mtu" not in r.last["actions"]
+    assert any(a.startswith("set bridge oldbr0 alias podnet.fabric:itest-a") for a in r.last["actions"]), r
+    adopted = link(netns, "oldbr0")
+    assert adopted["ifindex"] == index and adopted["ifalias"] == "podnet.fabric:itest-a"
+    # oldbr1 is not declared: legacy objects may be anyone's, so purge leaves it.
+    assert link(netns, "oldbr1")["ifalias"] == "podnet.fabric"
+
+
+def test_kernel_refusal_mid_plan_rolls_back_everything(playbook, netns):
+    sh("ip", "-n", netns, "link", "add", "keep0", "type", "bridge")
+    sh("ip", "-n", netns, "link", "set", "keep0", "alias", "podnet.fabric:itest-a")
+    before = snapshot(netns)
+    # The kernel refuses an all-zero MAC: the third bridge fails after the first two were made
+    # and keep0 got a new MTU; all of it must be undone.
+    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "owner": "itest-a", "bridges": [
+        {"name": "keep0", "mtu": 1300}, {"name": "rb0", "addresses": ["10.7.0.1/24"]},
+        {"name": "rb1", "mac": "00:00:00:00:00:00"}]}}])
+    assert r.failed, r
+    msg = r.last["msg"]
+    assert "\n" not in msg and msg.startswith("set bridge rb1 "), msg
+    assert "rolled back" in msg and r.last["changed"] is False, r
+    assert "create bridge rb0" in r.last["rolled_back"], r
+    assert snapshot(netns) == before
 
 
 @pytest.mark.parametrize("bridge,setup,message", [
@@ -75,7 +142,7 @@ def test_purge_touches_only_owned_bridges(playbook, netns):
     ({"name": "taken0"}, ["link", "add", "taken0", "type", "veth", "peer", "name", "taken1"],
      "bridge taken0: the name is taken by a link of kind veth, not bridge"),
     ({"name": "userbr"}, ["link", "add", "userbr", "type", "bridge"],
-     "bridge userbr: a bridge link of that name exists and is not owned by podnet.fabric (alias None); remove it or pick another name"),
+     "bridge userbr: a bridge link of that name exists and is not podnet.fabric's (alias None); remove it or pick another name"),
     ({"name": "cni0", "mtu": 20}, None, "bridge cni0: mtu 20 is outside 68..65535"),
     ({"name": "cni0", "mac": "01:00:5e:00:00:01"}, None, "bridge cni0: 01:00:5e:00:00:01 is a multicast MAC address"),
 ])
@@ -84,7 +151,7 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, netns, brid
         sh("ip", "-n", netns, *setup)
     before = snapshot(netns)
     # A valid bridge first in the list proves nothing is applied when a later entry is bad.
-    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "bridges": [{"name": "okbr0", "addresses": ["10.1.0.1/24"]}, bridge]}}])
+    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "owner": "itest-a", "bridges": [{"name": "okbr0", "addresses": ["10.1.0.1/24"]}, bridge]}}])
     assert r.failed
     assert r.last["msg"] == message
     assert "\n" not in r.last["msg"]
