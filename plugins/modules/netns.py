@@ -10,15 +10,19 @@ short_description: Manage named network namespaces (pods), in bulk
 version_added: 0.1.0
 description:
   - Creates and removes named network namespaces (C(/run/netns/NAME), the ones C(ip netns)
-    lists) with pyroute2, and brings their loopback up, as a container runtime does for a pod.
-  - A namespace created by this module is marked by the alias C(podnet.fabric) on its loopback.
-    I(purge) and I(state=absent) only ever delete namespaces with that mark; a namespace made by
-    C(ip netns add), podman or a CNI runtime is left alone (declaring one as present only makes
-    sure its loopback is up).
+    lists) and brings their loopback up, as a container runtime does for a pod. Namespaces are
+    made in-thread (unshare + bind mount, as C(ip netns add) does, without a helper process);
+    C(ip netns del) works on them.
+  - A namespace created by this module carries its owner as the alias C(podnet.fabric:OWNER) on
+    its loopback. I(purge) (host-wide) and I(state=absent) only ever delete the task owner's
+    namespaces. A namespace made by C(ip netns add), podman or a CNI runtime, or another owner's,
+    is never touched - declaring one fails, naming its owner. A namespace of podnet.fabric 0.1
+    (alias C(podnet.fabric)) is adopted by the owner that declares it and is never purged.
 author:
   - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
+  - podnet.fabric.attributes.OWNER
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
 options:
@@ -35,7 +39,8 @@ options:
     default: present
   purge:
     description:
-      - Delete namespaces created by podnet.fabric that are not listed in I(namespaces).
+      - Delete the namespaces of I(owner) on the host that are not listed in I(namespaces)
+        (host-wide). Needs an explicit I(owner).
     type: bool
     default: false
 """
@@ -43,15 +48,18 @@ options:
 EXAMPLES = r"""
 - name: Two pods' namespaces
   podnet.fabric.netns:
+    owner: pod_network
     namespaces: [pod-web-1, pod-web-2]
 
-- name: Exactly these pods on the node; other podnet.fabric namespaces are deleted
+- name: Exactly these pods on the node; pod_network's other namespaces are deleted
   podnet.fabric.netns:
+    owner: pod_network
     namespaces: "{{ pods | map(attribute='netns') | list }}"
     purge: true
 
 - name: Remove one pod, keep another
   podnet.fabric.netns:
+    owner: pod_network
     namespaces:
       - name: pod-web-1
         state: absent
@@ -64,7 +72,7 @@ namespaces:
   returned: always
   type: dict
   sample:
-    pod-web-1: {state: present, owned: true, loopback_up: true}
+    pod-web-1: {state: present, owner: pod_network, loopback_up: true}
     pod-old: {state: absent}
 actions:
   description: What was done (or would be done, in check mode), in order.
@@ -74,10 +82,15 @@ actions:
   sample: ["create netns pod-web-1", "delete netns pod-old"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.fabric.plugins.module_utils.netlink import netns
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
 
-from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, netns
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, finish
+ARGUMENT_SPEC = dict(
+    namespaces=dict(type="list", elements="raw", required=True),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    purge=dict(type="bool", default=False),
+)
 
 
 def _entries(raw, default_state):
@@ -96,21 +109,13 @@ def _entries(raw, default_state):
     return out
 
 
+def build(ctx):
+    plan = netns.plan(_entries(ctx.params["namespaces"], ctx.params["state"]), ctx.owner, purge=ctx.params["purge"])
+    return plan, {"namespaces": plan.after}
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            namespaces=dict(type="list", elements="raw", required=True),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            purge=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    core.require_pyroute2(module)
-    try:
-        plan = netns.plan(_entries(module.params["namespaces"], module.params["state"]), purge=module.params["purge"])
-        finish(module, plan, namespaces=plan.after)
-    except FabricError as exc:
-        module.fail_json(msg=str(exc))
+    run_module(ARGUMENT_SPEC, build, netns=False)
 
 
 if __name__ == "__main__":

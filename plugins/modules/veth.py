@@ -16,14 +16,20 @@ description:
   - Reconciles every property it manages on each run - MTU (both ends), MACs, the pod's
     addresses (exactly the declared list), host-end addresses, bridge membership and hairpin mode.
     A pair whose peer is missing or misplaced is re-created.
-  - Both ends carry the link alias C(podnet.fabric); I(purge) and I(state=absent) only remove
-    veths with that alias. A link of the same name that is not ours, or of another kind, is an
-    error and nothing is changed.
+  - Both ends carry the owner's link alias C(podnet.fabric:OWNER); I(purge) and I(state=absent)
+    only remove the task owner's veths. A link of the same name that is not podnet.fabric's,
+    another owner's, or of another kind, is an error naming both owners, and nothing is changed.
+    A pair of podnet.fabric 0.1 (alias C(podnet.fabric)) is adopted in place when declared.
+  - A pair is recognised by the kernel's own link between its ends (the peer's index in the
+    namespace the host end's IFLA_LINK_NETNSID names), not by names.
+  - To wire all of a node's pods (namespaces, addresses from IPAM, bridge ports, routes) in one
+    task, see M(podnet.fabric.pods).
 author:
   - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
+  - podnet.fabric.attributes.OWNER
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
 options:
@@ -84,12 +90,13 @@ options:
         description:
           - The pod's default route - C(default via GATEWAY dev PEER) inside I(peer_netns), as
             the CNI C(bridge) plugin installs it with C(isDefaultGateway). It must lie in the
-            subnet of one of I(addresses). Other routes podnet.fabric owns in the pod are removed.
+            subnet of one of I(addresses). The route carries the owner's route protocol (see
+            I(owner)); the owner's other routes in the pod's table main are removed.
         type: str
   purge:
     description:
-      - Delete veths owned by podnet.fabric in the namespace (host ends) that are not listed in
-        I(veths). Other veths are never touched.
+      - Delete the veths of I(owner) in the namespace (host ends) that are not listed in
+        I(veths). Other veths are never touched. Needs an explicit I(owner).
     type: bool
     default: false
 """
@@ -97,6 +104,7 @@ options:
 EXAMPLES = r"""
 - name: Wire two pods to cni0
   podnet.fabric.veth:
+    owner: pod_network
     veths:
       - name: vethweb1
         peer_netns: pod-web-1
@@ -114,14 +122,16 @@ EXAMPLES = r"""
 
 - name: ptp style - a /32 in the pod, the gateway address on the host end
   podnet.fabric.veth:
+    owner: pod_network
     veths:
       - name: vethdb1
         peer_netns: pod-db-1
         addresses: [10.244.1.10/32]
         host_addresses: [10.244.1.1/32]
 
-- name: Exactly the pods of the inventory; other podnet.fabric veths on the node go away
+- name: Exactly the pods of the inventory; pod_network's other veths on the node go away
   podnet.fabric.veth:
+    owner: pod_network
     veths: "{{ pod_veths }}"
     purge: true
 """
@@ -151,47 +161,37 @@ actions:
   sample: ["create veth vethweb1 with peer eth0 in netns pod-web-1", "attach veth vethweb1 to bridge cni0"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.fabric.plugins.module_utils.netlink import veth
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
 
-from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, veth
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, finish
+ARGUMENT_SPEC = dict(
+    veths=dict(type="list", elements="dict", required=True, options=dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        peer=dict(type="str", default="eth0"),
+        peer_netns=dict(type="str"),
+        mtu=dict(type="int"),
+        mac=dict(type="str"),
+        host_mac=dict(type="str"),
+        addresses=dict(type="list", elements="str"),
+        host_addresses=dict(type="list", elements="str"),
+        bridge=dict(type="str"),
+        hairpin=dict(type="bool"),
+        gateway=dict(type="str"),
+    )),
+    purge=dict(type="bool", default=False),
+)
+
+
+def build(ctx):
+    wanted = [veth.normalize(v) for v in ctx.params["veths"]]
+    plan = veth.plan(ctx.netlink(), wanted, ctx.owner, purge=ctx.params["purge"], missing_ok=ctx.check_mode)
+    ctx.stack.callback(veth.close, plan)
+    return plan, {"veths": plan.after}
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            veths=dict(type="list", elements="dict", required=True, options=dict(
-                name=dict(type="str", required=True),
-                state=dict(type="str", choices=["present", "absent"], default="present"),
-                peer=dict(type="str", default="eth0"),
-                peer_netns=dict(type="str"),
-                mtu=dict(type="int"),
-                mac=dict(type="str"),
-                host_mac=dict(type="str"),
-                addresses=dict(type="list", elements="str"),
-                host_addresses=dict(type="list", elements="str"),
-                bridge=dict(type="str"),
-                hairpin=dict(type="bool"),
-                gateway=dict(type="str"),
-            )),
-            purge=dict(type="bool", default=False),
-            netns=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    core.require_pyroute2(module)
-    plan = None
-    try:
-        wanted = [veth.normalize(v) for v in module.params["veths"]]
-        with core.open_netns(module.params["netns"], missing_ok=module.check_mode) as ipr:
-            try:
-                plan = veth.plan(ipr, wanted, purge=module.params["purge"], missing_ok=module.check_mode)
-                finish(module, plan, veths=plan.after)
-            finally:
-                if plan is not None:
-                    veth.close(plan)
-    except FabricError as exc:
-        module.fail_json(msg=str(exc))
+    run_module(ARGUMENT_SPEC, build)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def view(msg):
         "promisc": bool(flags & IFF_PROMISC),
         "master_index": msg.get_attr("IFLA_MASTER"),
         "link_index": msg.get_attr("IFLA_LINK"),  # veth: the peer's index
+        "link_netnsid": msg.get_attr("IFLA_LINK_NETNSID"),  # veth: the peer's namespace (None: this one)
         "slave_kind": slave_kind,
         "data": data,    # kind-specific (IFLA_BR_*, IFLA_VXLAN_* ...)
         "slave": slave,  # port-specific (IFLA_BRPORT_* ...)
