@@ -12,14 +12,22 @@ description:
   - Adds, replaces and deletes routes over netlink (pyroute2) - routes to other nodes' pod
     subnets (host-gw, or C(via <subnet>.0 dev flannel.1 onlink) for VXLAN), default routes inside
     pods, blackhole routes for a node's own block, ECMP multipath routes, routes in other tables.
-  - Every route it installs carries a protocol number (C(proto 149) in C(ip route) unless
-    I(protocol) says otherwise). Only routes with that number are ever replaced or deleted.
-    Routes of the kernel, of DHCP, of routing daemons, of Docker or a real CNI, and those the
-    user added by hand are never touched, also not by I(purge).
+  - Every route it installs carries its I(owner)'s route protocol - a number from 150..179
+    registered once per host for the owner in C(/etc/iproute2/rt_protos.d/podnet-fabric.conf), so
+    C(ip route) prints C(proto OWNER). The first run of a new owner registers it (an action of
+    its own, undone on failure; check mode only reads the file). Only routes with the owner's
+    number are ever replaced or deleted. Routes of the kernel, of DHCP, of routing daemons, of
+    Docker or a real CNI, of other owners and those the user added by hand are never touched,
+    also not by I(purge).
   - A route is identified by its address family, table, destination and metric (as the kernel
-    does). When such a route exists with the task's protocol and different attributes it is
-    replaced in place; when it exists with another protocol the task fails instead of taking it
-    over.
+    does). When such a route exists with the owner's protocol and different attributes it is
+    replaced in place; when it exists with another owner's protocol, or with one that is not
+    podnet.fabric's, the task fails naming both instead of taking it over.
+  - Routes of podnet.fabric 0.1 (C(proto 149)) are adopted by the owner that declares them - the
+    route is replaced in place with the owner's protocol (no delete and re-add, so no gap in
+    forwarding). Undeclared C(proto 149) routes are never purged.
+  - Adds and replaces run first, each with an undo; deletions run last (a deleted route cannot
+    be put back as it was).
   - Input is validated before anything changes - a gateway that is not on a connected network
     of the namespace (without I(onlink)), a I(dev) that does not exist, a I(src) that is not a
     local address, a bad CIDR fail the task with one line naming the route, and the namespace is
@@ -29,6 +37,7 @@ author:
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
+  - podnet.fabric.attributes.OWNER
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
 notes:
@@ -52,8 +61,8 @@ options:
       state:
         description:
           - C(present) makes the route exist with exactly these attributes; C(absent) deletes
-            the route with this destination, table and metric when the task owns it (a route
-            with another protocol is an error, not silently left or removed).
+            the route with this destination, table and metric when the owner has it (a route
+            of another owner or not podnet.fabric's is an error, not silently left or removed).
         type: str
         choices: [present, absent]
         default: present
@@ -126,24 +135,37 @@ options:
             default: false
   protocol:
     description:
-      - The protocol number that marks the routes this task owns (C(proto N) in C(ip route)).
-      - Two owners can keep their routes apart (and purge independently) with different numbers.
-      - 0..3 are refused - they are set by the kernel (C(kernel), C(redirect)) or are the
-        unmarked default of a plain C(ip route add) (C(boot)).
+      - Pin the owner's route protocol number (for example to keep the number a host already
+        uses for this owner). It must agree with the registry - a number registered for another
+        owner, or another number than the one registered for this owner, is an error.
+      - Omit to use (or register) the owner's number from the registry, the normal case.
+      - Refused - 0..3 (the kernel's and plain C(ip route add)'s), 149 (podnet.fabric 0.1's) and
+        numbers iproute2 names for other programs (C(static), C(bird), C(bgp) ...).
     type: int
-    default: 149
   purge:
     description:
-      - Delete routes with I(protocol) that are not listed in I(routes), in table C(main) and in
-        every table a listed route uses, for IPv4 and IPv6. Routes with any other protocol are
-        never touched.
+      - Delete the owner's routes (those with its protocol) that are not listed in I(routes), in
+        every table a listed route uses and in the tables of I(purge_tables), for IPv4 and IPv6.
+        Routes with any other protocol, and podnet.fabric 0.1's C(proto 149) routes, are never
+        touched.
+      - Needs an explicit I(owner).
     type: bool
     default: false
+  purge_tables:
+    description:
+      - More tables to purge the owner's undeclared routes in, besides those the listed routes
+        use - C(main), C(local), C(default) or numbers. Table C(main) is purged only when a
+        listed route is in it or it is listed here (so a task that only manages table 100 never
+        touches the owner's routes in main).
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
 - name: Flannel-style routes to the other nodes' pod subnets through the VTEP
   podnet.fabric.route:
+    owner: pod_routing
     routes:
       - dest: 10.244.2.0/24
         gateway: 10.244.2.0
@@ -153,16 +175,18 @@ EXAMPLES = r"""
         gateway: 10.244.3.0
         dev: flannel.1
         onlink: true
-    purge: true   # nodes that left the cluster lose their route
+    purge: true   # nodes that left the cluster lose their route (pod_routing's, in table main)
 
 - name: host-gw - the pod subnet of a node on the same L2 segment
   podnet.fabric.route:
+    owner: pod_routing
     routes:
       - dest: 10.244.2.0/24
         gateway: 192.168.1.12
 
 - name: A pod's default route, set up the ptp way (gateway /32 on the link first)
   podnet.fabric.route:
+    owner: pod_network
     netns: pod-web-1
     routes:
       - dest: 10.244.1.1/32
@@ -173,6 +197,7 @@ EXAMPLES = r"""
 
 - name: Calico-style blackhole for the node's own block, and an ECMP route to a service VIP
   podnet.fabric.route:
+    owner: pod_routing
     routes:
       - dest: 10.244.1.0/26
         type: blackhole
@@ -182,14 +207,21 @@ EXAMPLES = r"""
           - gateway: 192.168.1.12
             weight: 2
 
-- name: A second owner (for example the egress role) keeps its own routes in table 100
+- name: A second owner keeps its own routes in table 100 and purges only there
   podnet.fabric.route:
-    protocol: 150
+    owner: egress
     routes:
       - dest: default
         gateway: 192.168.1.254
         table: 100
     purge: true
+
+- name: Remove every route of the owner vip in table main and table 200 (none declared)
+  podnet.fabric.route:
+    owner: vip
+    routes: []
+    purge: true
+    purge_tables: [main, "200"]
 """
 
 RETURN = r"""
@@ -207,13 +239,18 @@ routes:
       metric: 0
       type: unicast
       scope: universe
-      protocol: 149
+      protocol: 150
       gateway: 10.244.2.0
       dev: flannel.1
       onlink: true
       src: null
       mtu: null
       nexthops: []
+protocol:
+  description: The owner's route protocol number (C(ip route) prints the owner's name for it).
+  returned: always
+  type: int
+  sample: 150
 actions:
   description: What was done (or would be done, in check mode), in order.
   returned: always
@@ -222,50 +259,47 @@ actions:
   sample: ["add route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink", "delete route 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.fabric.plugins.module_utils.netlink import route
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
 
-from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, route
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, finish
+ARGUMENT_SPEC = dict(
+    routes=dict(type="list", elements="dict", required=True, options=dict(
+        dest=dict(type="str", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        gateway=dict(type="str"),
+        dev=dict(type="str"),
+        onlink=dict(type="bool", default=False),
+        metric=dict(type="int"),
+        table=dict(type="str", default="main"),
+        scope=dict(type="str"),
+        type=dict(type="str", choices=sorted(route.TYPES), default="unicast"),
+        src=dict(type="str"),
+        mtu=dict(type="int"),
+        nexthops=dict(type="list", elements="dict", options=dict(
+            gateway=dict(type="str"),
+            dev=dict(type="str"),
+            weight=dict(type="int", default=1),
+            onlink=dict(type="bool", default=False),
+        )),
+    )),
+    protocol=dict(type="int"),
+    purge=dict(type="bool", default=False),
+    purge_tables=dict(type="list", elements="str", default=[]),
+)
+
+
+def build(ctx):
+    params = ctx.params
+    pinned = route.check_protocol(params["protocol"]) if params["protocol"] is not None else None
+    wanted = [route.normalize(r) for r in params["routes"]]
+    tables = [route.check_table(t, "purge_tables") for t in params["purge_tables"]]
+    plan, number = route.plan_for_owner(ctx.netlink(), wanted, ctx.owner, pinned=pinned, check_mode=ctx.check_mode,
+                                        purge=params["purge"], purge_tables=tables)
+    return plan, {"routes": [plan.after[k] for k in sorted(plan.after)], "protocol": number}
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            routes=dict(type="list", elements="dict", required=True, options=dict(
-                dest=dict(type="str", required=True),
-                state=dict(type="str", choices=["present", "absent"], default="present"),
-                gateway=dict(type="str"),
-                dev=dict(type="str"),
-                onlink=dict(type="bool", default=False),
-                metric=dict(type="int"),
-                table=dict(type="str", default="main"),
-                scope=dict(type="str"),
-                type=dict(type="str", choices=sorted(route.TYPES), default="unicast"),
-                src=dict(type="str"),
-                mtu=dict(type="int"),
-                nexthops=dict(type="list", elements="dict", options=dict(
-                    gateway=dict(type="str"),
-                    dev=dict(type="str"),
-                    weight=dict(type="int", default=1),
-                    onlink=dict(type="bool", default=False),
-                )),
-            )),
-            protocol=dict(type="int", default=core.OWNER_ROUTE_PROTO),
-            purge=dict(type="bool", default=False),
-            netns=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    core.require_pyroute2(module)
-    try:
-        protocol = route.check_protocol(module.params["protocol"])
-        wanted = [route.normalize(r) for r in module.params["routes"]]
-        with core.open_netns(module.params["netns"], missing_ok=module.check_mode) as ipr:
-            plan = route.plan(ipr, wanted, protocol=protocol, purge=module.params["purge"],
-                              assume_links=module.check_mode)
-            finish(module, plan, routes=[plan.after[k] for k in sorted(plan.after)])
-    except FabricError as exc:
-        module.fail_json(msg=str(exc))
+    run_module(ARGUMENT_SPEC, build)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,20 @@
 Call with a handle opened in the namespace the routes live in (``core.open_netns``); the handle
 may be None in check mode when that namespace does not exist yet (it then looks empty).
 
-Ownership: a route belongs to a task when its protocol (``rtm_protocol``, "proto N" in
-``ip route``) is the task's protocol number, 149 (``core.OWNER_ROUTE_PROTO``) unless the task
-picks another. Only such routes are replaced or deleted; a declared route whose identity
-(family, table, destination, metric, tos) matches a route with another protocol is an error.
+Ownership: a route belongs to an owner when its protocol (``rtm_protocol``, "proto NAME" in
+``ip route``) is the number :class:`owner.ProtocolRegistry` gives that owner. :func:`plan` takes
+that number; only routes with it are replaced or deleted. A declared route whose identity
+(family, table, destination, metric, tos) matches a route with release 0.1's protocol 149 is
+adopted (replaced in place with the owner's protocol, no gap); one that matches another owner's
+route (any number in the registry) or a route that is not podnet.fabric's is an error naming both.
 """
 from __future__ import annotations
 
 import ipaddress
 
+from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
 from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, link
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan, noop
 
 AF_INET, AF_INET6 = 2, 10
 TABLES = {"default": 253, "main": 254, "local": 255}
@@ -34,8 +37,9 @@ PROTO_NAMES = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 
                10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp",
                18: "keepalived", 42: "babel", 99: "openr", 186: "bgp", 187: "isis", 188: "ospf",
                189: "rip", 192: "eigrp"}
-# Numbers that cannot mark ownership: set by the kernel itself, or the unmarked default of a
-# plain `ip route add` (boot), which would make purge delete routes nobody marked.
+# Numbers that cannot mark an owner: set by the kernel itself, the unmarked default of a plain
+# `ip route add` (boot, which would make purge delete routes nobody marked), the names iproute2
+# gives to other software's numbers, and release 0.1's legacy protocol.
 RESERVED_PROTOCOLS = (0, 1, 2, 3)
 
 
@@ -44,6 +48,7 @@ def proto_name(number):
 
 
 def check_protocol(value):
+    """A protocol number to pin an owner to: 4..255, not 149 nor a number iproute2 names."""
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -52,8 +57,21 @@ def check_protocol(value):
         raise FabricError("protocol %s: must be a number 4..255" % number)
     if number in RESERVED_PROTOCOLS:
         raise FabricError("protocol %d (%s): cannot mark ownership (0-3 are the kernel's and plain `ip route add`'s); "
-                          "use 4..255, default %d" % (number, proto_name(number), core.OWNER_ROUTE_PROTO))
+                          "leave protocol out to get the owner's registered number (%d..%d)"
+                          % (number, proto_name(number), owners.ROUTE_PROTO_RANGE[0], owners.ROUTE_PROTO_RANGE[-1]))
+    if number == owners.LEGACY_ROUTE_PROTO:
+        raise FabricError("protocol %d: is release 0.1's unowned protocol (its routes are adopted by the owner that declares them); "
+                          "leave protocol out to get the owner's registered number" % number)
+    if number in PROTO_NAMES:
+        raise FabricError("protocol %d: iproute2 names it %s (another program's routes); leave protocol out to get the owner's registered number"
+                          % (number, PROTO_NAMES[number]))
     return number
+
+
+def owner_names(registry=None):
+    """{protocol number: owner} of every owner the host's registry knows (never writes)."""
+    registry = registry if registry is not None else owners.ProtocolRegistry()
+    return dict((number, owner) for owner, number in registry.read().items())
 
 
 def _named_number(value, names, what, field, low, high):
@@ -492,18 +510,51 @@ def differences(want, have):
 
 # --- plan -----------------------------------------------------------------------------------------
 
-def plan(ipr, routes, protocol=core.OWNER_ROUTE_PROTO, purge=False, assume_links=False):
-    """Plan bringing the namespace's routes to ``routes`` (normalized entries).
+def plan_for_owner(ipr, routes, owner, pinned=None, check_mode=False, purge=False, purge_tables=None, registry=None):
+    """The route module's plan: the owner's protocol from the registry, then :func:`plan`.
 
-    Only routes with ``protocol`` are changed or deleted. With ``purge`` the routes with that
-    protocol in the declared tables and in main that are not declared are deleted (last, after
-    the declared ones are in place). ``assume_links``: check mode, where links named by the
-    routes may be created by an earlier task.
+    Returns (plan, protocol number). Registering a new owner's number is planned (with undo) only
+    when the routes need changing; in check mode the registry is only read.
     """
+    registry = registry if registry is not None else owners.ProtocolRegistry()
+    number, registered = registry.lookup(owner, pinned)
+    names = owner_names(registry)
+    names.setdefault(number, owner)
+    routes_plan = plan(ipr, routes, number, purge=purge, assume_links=check_mode, purge_tables=purge_tables, names=names)
+    if registered or not routes_plan.changed:
+        return routes_plan, number
     result = Plan()
+    if check_mode:
+        result.add("register route protocol %d for owner %s in %s" % (number, owner, registry.path), noop, noop)
+    else:
+        registry.plan_register(result, owner, pinned)
+    result.extend(routes_plan)
+    result.before, result.after = routes_plan.before, routes_plan.after
+    return result, number
+
+
+def plan(ipr, routes, protocol, purge=False, assume_links=False, purge_tables=None, names=None):
+    """Plan bringing the namespace's routes to ``routes`` (normalized entries) for the owner whose
+    route protocol is ``protocol``.
+
+    Only routes with ``protocol`` are changed or deleted; declared routes found with the legacy
+    protocol 149 are adopted (replaced in place). With ``purge`` the routes with ``protocol``
+    that are not declared are deleted in exactly the tables the routes use plus ``purge_tables``
+    (table numbers). ``names`` ({protocol: owner}, default: the host's registry) names owners in
+    messages. ``assume_links``: check mode, where links named by the routes may be created by an
+    earlier task.
+
+    Order: adds and replaces first (each undone by deleting the new route or putting the old one
+    back), deletions last (they cannot be undone: a deleted route is gone with its attributes).
+    """
+    if names is None:
+        names = owner_names()
+    me = _owner_text(protocol, names)
+    result = Plan()
+    deletes = []
     links = link.dump(ipr)
-    names = dict((v["index"], n) for n, v in links.items())
-    observed = dump(ipr, names)
+    ifnames = dict((v["index"], n) for n, v in links.items())
+    observed = dump(ipr, ifnames)
     state = list(observed)  # the routes as they will be at each step of the plan
     by_id = {}
     for r in observed:
@@ -517,21 +568,17 @@ def plan(ipr, routes, protocol=core.OWNER_ROUTE_PROTO, purge=False, assume_links
         declared[key] = spec
 
     for spec in routes:
-        key, what = identity(spec), label(spec)
+        key = identity(spec)
         existing = by_id.get(key, [])
-        foreign = [r for r in existing if r["protocol"] != protocol]
-        if foreign:
-            r = foreign[0]
-            raise FabricError("%s: an existing route with this destination, table and metric is not owned by this task "
-                              "(proto %s, %s; owned routes have proto %d); remove it or pick another metric or table"
-                              % (what, proto_name(r["protocol"]), describe(r), protocol))
+        for r in existing:
+            _check_claim(spec, r, protocol, me, names)
         ours = existing[0] if existing else None
         name = _key_text(spec)
         result.before[name] = public(ours) or {"dest": spec["dest"], "state": "absent"}
         if spec["state"] == "absent":
             result.after[name] = {"dest": spec["dest"], "state": "absent"}
             for r in existing:
-                _plan_delete(result, ipr, r)
+                deletes.append(r)
                 state.remove(r)
             continue
         want = resolve(spec, state, links, assume_links)
@@ -542,32 +589,51 @@ def plan(ipr, routes, protocol=core.OWNER_ROUTE_PROTO, purge=False, assume_links
                        lambda want=want: delete_quietly(ipr, want))
         else:
             diff = differences(want, ours)
-            if diff:
+            if ours["protocol"] != protocol:
+                result.add("adopt route %s of podnet.fabric 0.1 (proto %d) for %s: replace in place%s"
+                           % (describe(ours), ours["protocol"], me, " with %s" % describe(want) if diff else ""),
+                           lambda want=want: replace(ipr, want, protocol),
+                           lambda old=ours: replace(ipr, old))
+            elif diff:
                 result.add("replace route %s (was %s)" % (describe(want), describe(ours)),
                            lambda want=want: replace(ipr, want, protocol),
                            lambda old=ours: replace(ipr, old))
-            for extra in existing[1:]:  # `ip route append` duplicates of an owned route
-                _plan_delete(result, ipr, extra)
+            deletes.extend(existing[1:])  # `ip route append` duplicates of an owned route
             for r in existing:
                 state.remove(r)
         state.append(want)
         result.after[name] = public(want)
 
     if purge:
-        tables = set(r["table"] for r in routes) | {TABLES["main"]}
+        tables = set(r["table"] for r in routes) | set(purge_tables or ())
         for r in observed:
             if r["protocol"] == protocol and r["table"] in tables and identity(r) not in declared:
                 name = _key_text(r)
                 result.before[name] = public(r)
                 result.after[name] = {"dest": r["dest"], "state": "absent"}
-                _plan_delete(result, ipr, r)
+                deletes.append(r)
+    for r in deletes:
+        result.add("delete route %s" % describe(r), lambda r=r: delete_quietly(ipr, r), irreversible=True)
     return result
 
 
-def _plan_delete(result, ipr, route):
-    result.add("delete route %s" % describe(route),
-               lambda: delete_quietly(ipr, route),
-               lambda: replace(ipr, route))
+def _owner_text(protocol, names):
+    owner = names.get(protocol)
+    return "owner %s" % owner if owner else "protocol %d" % protocol
+
+
+def _check_claim(spec, have, protocol, me, names):
+    """May the owner of ``protocol`` manage the observed route ``have`` that ``spec`` declares?"""
+    if have["protocol"] in (protocol, owners.LEGACY_ROUTE_PROTO):
+        return
+    what = label(spec)
+    holder = names.get(have["protocol"])
+    if holder is not None:
+        raise FabricError("%s: belongs to owner %s (proto %d: %s), not to %s; refusing to take it over"
+                          % (what, holder, have["protocol"], describe(have), me))
+    raise FabricError("%s: an existing route with this destination, table and metric is not podnet.fabric's "
+                      "(proto %s: %s) and %s does not take it over; remove it or pick another metric or table"
+                      % (what, proto_name(have["protocol"]), describe(have), me))
 
 
 def _key_text(route):

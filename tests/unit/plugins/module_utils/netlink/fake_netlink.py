@@ -57,8 +57,8 @@ class FakeIPR(object):
                            metric=256 if family == 10 else None)
             self.add_route("%s/%d" % (iface.ip, iface.ip.max_prefixlen), oif=index, proto=2, scope=254, type=2, table=255)
 
-    def add_route(self, dest, table=254, metric=None, proto=149, type=1, scope=0, gateway=None, oif=None,
-                  flags=0, multipath=None, prefsrc=None, mtu=None, tos=0):
+    def add_route(self, dest, table=254, metric=None, proto=150, type=1, scope=0, gateway=None, oif=None,
+                  flags=0, multipath=None, prefsrc=None, mtu=None, tos=0):  # proto 150: owner "a" in the tests
         net = ipaddress.ip_network(dest)
         family = 10 if net.version == 6 else 2
         if family == 10 and metric is None:

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
 from ansible_collections.podnet.fabric.plugins.module_utils.netlink import route
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, PlanFailed
+
+OURS, OTHER = 150, 151          # owner "a" and owner "b" in the registry below
+NAMES = {OURS: "a", OTHER: "b"}
 
 from .fake_netlink import FakeIPR
 
@@ -30,7 +34,9 @@ def node():
 
 
 def plan(ipr, *specs, **kw):
-    return route.plan(ipr, [route.normalize(s) for s in specs], **kw)
+    kw.setdefault("names", NAMES)
+    protocol = kw.pop("protocol", OURS)
+    return route.plan(ipr, [route.normalize(s) for s in specs], protocol, **kw)
 
 
 # --- normalize ------------------------------------------------------------------------------------
@@ -88,7 +94,8 @@ def test_normalize_rejects_bad_input_naming_the_route(spec, message):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("value,ok", [(149, True), (4, True), (255, True), (3, False), (2, False), (0, False), (256, False), ("x", False)])
+@pytest.mark.parametrize("value,ok", [(150, True), (179, True), (200, True), (255, True), (149, False), (4, False), (12, False),
+                                      (3, False), (2, False), (0, False), (256, False), ("x", False)])
 def test_protocol_range(value, ok):
     if ok:
         assert route.check_protocol(value) == value
@@ -155,7 +162,7 @@ def test_check_mode_assumes_links_an_earlier_task_creates():
     p = plan(node(), {"dest": "10.244.2.0/24", "gateway": "10.244.2.0", "dev": "vxlan.new", "onlink": True}, assume_links=True)
     assert p.changed
     # a namespace that does not exist yet (ipr None): everything is planned, nothing checked
-    p = route.plan(None, [norm(dest="default", gateway="10.244.1.1")], assume_links=True)
+    p = route.plan(None, [norm(dest="default", gateway="10.244.1.1")], OURS, assume_links=True, names=NAMES)
     assert p.descriptions == ["add route default via 10.244.1.1"]
 
 
@@ -179,50 +186,96 @@ def test_owned_route_with_other_attributes_is_replaced_and_undo_restores_it():
     p.actions[0].do()
     p.actions[0].undo()
     (cmd1, new), (cmd2, old) = ipr.requests("route")
-    assert (cmd1, new["gateway"], new["proto"], new["oif"], new["priority"]) == ("replace", "192.168.1.13", 149, 2, 0)
+    assert (cmd1, new["gateway"], new["proto"], new["oif"], new["priority"]) == ("replace", "192.168.1.13", OURS, 2, 0)
     assert "metrics" not in new
-    assert (cmd2, old["gateway"], old["metrics"]) == ("replace", "192.168.1.12", {"mtu": 1400})
+    assert (cmd2, old["gateway"], old["metrics"], old["proto"]) == ("replace", "192.168.1.12", {"mtu": 1400}, OURS)
 
 
-def test_route_of_another_owner_with_the_same_identity_is_an_error_not_a_takeover():
+def test_route_not_podnet_fabrics_with_the_same_identity_is_an_error_naming_both():
     ipr = node()
     ipr.add_route("10.244.2.0/24", gateway="192.168.1.12", oif=2, proto=4)
     with pytest.raises(FabricError) as err:
         plan(ipr, {"dest": "10.244.2.0/24", "gateway": "192.168.1.12"})
-    assert str(err.value).startswith("route 10.244.2.0/24: an existing route with this destination, table and metric is not owned by this task "
-                                     "(proto static, 10.244.2.0/24 via 192.168.1.12 dev eth0")
+    assert str(err.value) == ("route 10.244.2.0/24: an existing route with this destination, table and metric is not podnet.fabric's "
+                              "(proto static: 10.244.2.0/24 via 192.168.1.12 dev eth0) and owner a does not take it over; "
+                              "remove it or pick another metric or table")
     # the kernel's connected route too
-    with pytest.raises(FabricError, match=r"route 192.168.1.0/24: .* not owned .*\(proto kernel"):
+    with pytest.raises(FabricError, match=r"route 192.168.1.0/24: .* not podnet.fabric's \(proto kernel"):
         plan(node(), {"dest": "192.168.1.0/24", "dev": "eth0"})
     # ... but another metric is another route
     assert plan(ipr, {"dest": "10.244.2.0/24", "gateway": "192.168.1.12", "metric": 10}).changed
-    # ... and with the other owner's protocol it is that owner's route
-    assert not plan(ipr, {"dest": "10.244.2.0/24", "gateway": "192.168.1.12"}, protocol=4).changed
 
 
-def test_purge_deletes_only_owned_routes_in_main_and_declared_tables():
+def test_route_of_another_owner_is_an_error_naming_both_owners():
+    ipr = node()
+    ipr.add_route("10.244.2.0/24", gateway="192.168.1.12", oif=2, proto=OTHER)
+    for spec in ({"dest": "10.244.2.0/24", "gateway": "192.168.1.12"}, {"dest": "10.244.2.0/24", "state": "absent"}):
+        with pytest.raises(FabricError) as err:
+            plan(ipr, spec)
+        assert str(err.value) == ("route 10.244.2.0/24: belongs to owner b (proto 151: 10.244.2.0/24 via 192.168.1.12 dev eth0), "
+                                  "not to owner a; refusing to take it over")
+    # ... and for owner b it is its own route
+    assert not plan(ipr, {"dest": "10.244.2.0/24", "gateway": "192.168.1.12"}, protocol=OTHER).changed
+
+
+def test_legacy_route_is_adopted_by_replacing_it_in_place_and_undo_puts_149_back():
+    ipr = node()
+    ipr.add_route("10.244.2.0/24", gateway="10.244.2.0", oif=4, flags=4, proto=owners.LEGACY_ROUTE_PROTO)
+    ipr.add_route("10.244.3.0/24", gateway="10.244.3.0", oif=4, flags=4, proto=owners.LEGACY_ROUTE_PROTO)
+    p = plan(ipr, {"dest": "10.244.2.0/24", "gateway": "10.244.2.0", "dev": "flannel.1", "onlink": True}, purge=True)
+    assert p.descriptions == ["adopt route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink of podnet.fabric 0.1 (proto 149) "
+                              "for owner a: replace in place"]
+    assert (p.before["10.244.2.0/24"]["protocol"], p.after["10.244.2.0/24"]["protocol"]) == (149, OURS)
+    p.actions[0].do()
+    p.actions[0].undo()
+    assert [(c, kw["dst"], kw["proto"]) for c, kw in ipr.requests("route")] == [
+        ("replace", "10.244.2.0", OURS), ("replace", "10.244.2.0", 149)]
+    # 10.244.3.0/24 (legacy, not declared) is never purged; a legacy route declared with other
+    # attributes is adopted and changed in the same replace
+    p = plan(ipr, {"dest": "10.244.2.0/24", "gateway": "192.168.1.12"})
+    assert p.descriptions == ["adopt route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink of podnet.fabric 0.1 (proto 149) "
+                              "for owner a: replace in place with 10.244.2.0/24 via 192.168.1.12 dev eth0"]
+
+
+def test_purge_deletes_only_the_owners_routes_in_the_declared_tables_last():
     ipr = node()
     ipr.add_route("10.244.2.0/24", gateway="10.244.2.0", oif=4, flags=4)           # declared
     ipr.add_route("10.244.3.0/24", gateway="10.244.3.0", oif=4, flags=4)           # owned, stale
     ipr.add_route("10.244.4.0/24", type=6, table=100)                                # owned, stale, table 100 (declared)
     ipr.add_route("10.244.5.0/24", type=6, table=200)                                # owned, undeclared table
     ipr.add_route("10.50.0.0/24", gateway="192.168.1.1", oif=2, proto=4)            # user's static
-    ipr.add_route("10.51.0.0/24", gateway="192.168.1.1", oif=2, proto=150)          # another owner
+    ipr.add_route("10.51.0.0/24", gateway="192.168.1.1", oif=2, proto=OTHER)        # another owner
+    ipr.add_route("10.52.0.0/24", gateway="192.168.1.1", oif=2, proto=149)          # legacy, undeclared
     ipr.add_route("fd00:9::/64", oif=2)                                              # owned IPv6, stale
-    p = plan(ipr, {"dest": "10.244.2.0/24", "gateway": "10.244.2.0", "dev": "flannel.1", "onlink": True},
-             {"dest": "10.244.6.0/24", "type": "blackhole", "table": "100"}, purge=True)
+    p = plan(ipr, {"dest": "10.244.6.0/24", "type": "blackhole", "table": "100"},
+             {"dest": "10.244.2.0/24", "gateway": "10.244.2.0", "dev": "flannel.1", "onlink": True}, purge=True)
     assert p.descriptions == [
         "add route blackhole 10.244.6.0/24 table 100",
         "delete route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink",
         "delete route blackhole 10.244.4.0/24 table 100",
         "delete route fd00:9::/64 dev eth0",
     ]
+    assert p.irreversible_last() and [a.irreversible for a in p.actions] == [False, True, True, True]
     for action in p.actions:
         action.do()
     deleted = [kw for m, c, kw in ipr.changes("route") if c == "del"]
-    assert all(kw["proto"] == 149 for kw in deleted)
+    assert all(kw["proto"] == OURS for kw in deleted)
     assert [(kw["dst"], kw["table"], kw["type"], kw["scope"]) for kw in deleted][:2] == [("10.244.3.0", 254, 1, 0), ("10.244.4.0", 100, 6, 0)]
     assert p.after["10.244.3.0/24"] == {"dest": "10.244.3.0/24", "state": "absent"}
+
+
+def test_purge_covers_main_only_when_declared_or_listed():
+    ipr = node()
+    ipr.add_route("10.244.3.0/24", gateway="10.244.3.0", oif=4, flags=4)           # owned, main
+    ipr.add_route("10.244.4.0/24", type=6, table=100)                                # owned, table 100
+    ipr.add_route("10.244.5.0/24", type=6, table=200)                                # owned, table 200
+    only_100 = plan(ipr, {"dest": "10.244.6.0/24", "type": "blackhole", "table": "100"}, purge=True)
+    assert only_100.descriptions == ["add route blackhole 10.244.6.0/24 table 100", "delete route blackhole 10.244.4.0/24 table 100"]
+    listed = plan(ipr, {"dest": "10.244.6.0/24", "type": "blackhole", "table": "100"}, purge=True, purge_tables=[254, 200])
+    assert listed.descriptions[1:] == ["delete route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink",
+                                       "delete route blackhole 10.244.4.0/24 table 100", "delete route blackhole 10.244.5.0/24 table 200"]
+    assert plan(ipr, purge=True).descriptions == []
+    assert len(plan(ipr, purge=True, purge_tables=[254]).descriptions) == 1
 
 
 def test_absent_deletes_an_owned_route_and_refuses_a_foreign_one():
@@ -231,8 +284,16 @@ def test_absent_deletes_an_owned_route_and_refuses_a_foreign_one():
     ipr.add_route("10.50.0.0/24", gateway="192.168.1.1", oif=2, proto=4)
     p = plan(ipr, {"dest": "10.244.3.0/24", "state": "absent"}, {"dest": "10.244.9.0/24", "state": "absent"})
     assert p.descriptions == ["delete route 10.244.3.0/24 via 192.168.1.13 dev eth0"]
-    with pytest.raises(FabricError, match="route 10.50.0.0/24: .*not owned by this task \\(proto static"):
+    with pytest.raises(FabricError, match="route 10.50.0.0/24: .*not podnet.fabric's \\(proto static"):
         plan(ipr, {"dest": "10.50.0.0/24", "state": "absent"})
+
+
+def test_absent_comes_after_adds_even_when_listed_first():
+    ipr = node()
+    ipr.add_route("10.244.3.0/24", gateway="192.168.1.13", oif=2)
+    p = plan(ipr, {"dest": "10.244.3.0/24", "state": "absent"}, {"dest": "10.244.4.0/24", "gateway": "192.168.1.13"})
+    assert p.descriptions == ["add route 10.244.4.0/24 via 192.168.1.13 dev eth0", "delete route 10.244.3.0/24 via 192.168.1.13 dev eth0"]
+    assert p.irreversible_last()
 
 
 def test_declared_twice_is_an_error():
@@ -255,16 +316,56 @@ def test_multipath_kwargs_and_ipv6_metric():
 
 def test_a_kernel_error_rolls_back_what_was_done():
     ipr = node()
+    ipr.add_route("10.244.5.0/24", gateway="192.168.1.5", oif=2)
     ipr.fail("route", "replace", 22, when=lambda kw: kw["dst"] == "10.244.3.0")
-    p = plan(ipr, {"dest": "10.244.2.0/24", "gateway": "192.168.1.12"}, {"dest": "10.244.3.0/24", "gateway": "192.168.1.13"})
-    with pytest.raises(FabricError) as err:
+    p = plan(ipr, {"dest": "10.244.2.0/24", "gateway": "192.168.1.12"}, {"dest": "10.244.5.0/24", "gateway": "192.168.1.6"},
+             {"dest": "10.244.3.0/24", "gateway": "192.168.1.13"})
+    with pytest.raises(PlanFailed) as err:
         p.apply()
-    assert str(err.value) == "add route 10.244.3.0/24 via 192.168.1.13 dev eth0: Invalid argument (errno 22)"
-    assert [(c, kw["dst"]) for m, c, kw in ipr.changes("route")] == [("replace", "10.244.2.0"), ("del", "10.244.2.0")]
+    assert str(err.value) == "add route 10.244.3.0/24 via 192.168.1.13 dev eth0: Invalid argument (errno 22) (rolled back: 2 actions undone)"
+    assert not err.value.changed
+    assert [(c, kw["dst"], kw.get("gateway")) for m, c, kw in ipr.changes("route")] == [
+        ("replace", "10.244.2.0", "192.168.1.12"), ("replace", "10.244.5.0", "192.168.1.6"),
+        ("replace", "10.244.5.0", "192.168.1.5"), ("del", "10.244.2.0", None)]
 
 
 def test_delete_of_a_route_already_gone_is_success():
     ipr = node()
     ipr.fail("route", "del", 3)
-    r = dict(norm(dest="10.244.2.0/24", dev="eth0"), protocol=149)
+    r = dict(norm(dest="10.244.2.0/24", dev="eth0"), protocol=OURS)
     route.delete_quietly(ipr, r)  # ESRCH: no exception
+
+
+# --- the owner's protocol from the registry --------------------------------------------------------
+
+def test_plan_for_owner_registers_a_new_owner_only_when_routes_change(tmp_path):
+    registry = owners.ProtocolRegistry(str(tmp_path))
+    registry.register("b", 150)
+    spec = [norm(dest="10.244.2.0/24", gateway="192.168.1.12")]
+    p, number = route.plan_for_owner(node(), spec, "a", registry=registry)
+    assert number == 151
+    assert p.descriptions[0] == "register route protocol 151 for owner a in %s" % registry.path
+    assert p.after["10.244.2.0/24"]["protocol"] == 151
+    # check mode: the same actions, and the registry is only read
+    c, _ = route.plan_for_owner(node(), spec, "a", registry=registry, check_mode=True)
+    assert c.descriptions == p.descriptions
+    assert registry.read() == {"b": 150}
+    p.apply()
+    assert registry.read() == {"b": 150, "a": 151}
+    # nothing to do: no registering either
+    p, number = route.plan_for_owner(node(), [], "c", registry=registry, purge=True)
+    assert (p.descriptions, number) == ([], 152)
+    assert "c" not in registry.read()
+
+
+def test_plan_for_owner_names_owners_from_the_registry_and_pins_must_agree(tmp_path):
+    registry = owners.ProtocolRegistry(str(tmp_path))
+    registry.register("b", 150)
+    ipr = node()
+    ipr.add_route("10.244.2.0/24", gateway="192.168.1.12", oif=2, proto=150)
+    with pytest.raises(FabricError, match="belongs to owner b .*not to owner a;"):
+        route.plan_for_owner(ipr, [norm(dest="10.244.2.0/24", gateway="192.168.1.12")], "a", registry=registry)
+    with pytest.raises(FabricError, match="route protocol 150 is registered for owner b"):
+        route.plan_for_owner(ipr, [], "a", pinned=150, registry=registry)
+    with pytest.raises(FabricError, match="route protocol 170 was asked for, but .* registers it as 150"):
+        route.plan_for_owner(ipr, [], "b", pinned=170, registry=registry)
