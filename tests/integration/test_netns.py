@@ -1,85 +1,152 @@
-"""netns module on the real kernel: create, idempotence, ownership, purge, bad input."""
+"""netns module on the real kernel: in-thread creation checked with iproute2, ownership, purge,
+legacy adoption, rollback, bad input.
+
+Purge is host-wide for namespaces, so every test uses its own owner (no route protocols are
+registered here): no test can purge another's namespaces, and none needs serialising.
+"""
 from __future__ import annotations
 
 import os
-
-import pytest
+import subprocess
 
 from conftest import sh, snapshot, unique
 
-# purge deletes every podnet.fabric namespace not declared, host-wide: the tests that create
-# owned namespaces run on one xdist worker, one after the other (test.sh uses --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("owned-netns")
-
 
 def netns_list():
-    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    """What `ip netns list` prints (names only)."""
+    return set(line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.strip())
+
+
+def lo(ns):
+    return sh("ip", "-n", ns, "-d", "link", "show", "lo")
 
 
 def lo_alias(ns):
-    out = sh("ip", "-n", ns, "-d", "link", "show", "lo")
-    return "alias podnet.fabric" in out
+    for line in lo(ns).splitlines():
+        if line.strip().startswith("alias "):
+            return line.strip()[len("alias "):]
+    return None
 
 
 def cleanup(*names):
     for n in names:
-        if n in netns_list():
-            sh("ip", "netns", "del", n, check=False)
+        if os.path.lexists(os.path.join("/run/netns", n)):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True, check=False)
+        if os.path.islink(os.path.join("/run/netns", n)):
+            os.unlink(os.path.join("/run/netns", n))
 
 
-def test_create_four_runs_and_absent(four_runs, playbook):
+def owner():
+    return unique("itest-ns-")
+
+
+def test_create_four_runs_iproute2_sees_them_and_absent(four_runs, playbook):
+    me = owner()
     a, b = unique("pnt-ns-"), unique("pnt-ns-")
     try:
-        tasks = [{"podnet.fabric.netns": {"namespaces": [a, b]}}]
-        _check, real, _check2, _real2 = four_runs(tasks, lambda: snapshot(a, b))
+        tasks = [{"podnet.fabric.netns": {"owner": me, "namespaces": [a, b]}}]
+        check, real, _check2, _real2 = four_runs(tasks, lambda: snapshot(a, b))
         assert {a, b} <= netns_list()
         for ns in (a, b):
-            lo = sh("ip", "-n", ns, "link", "show", "lo")
-            assert "UP" in lo.split(">")[0], lo
-            assert lo_alias(ns)
-        assert real.last["namespaces"][a]["state"] == "present"
-        gone = playbook([{"podnet.fabric.netns": {"namespaces": [{"name": a, "state": "absent"}, b]}}])
+            assert "UP" in lo(ns).split(">")[0]
+            assert lo_alias(ns) == "podnet.fabric:" + me
+        assert check.last["diff"]["before"][a] == {"state": "absent"}
+        assert real.last["namespaces"][a] == {"state": "present", "owner": me, "loopback_up": True}
+        # A namespace of its own, not the host's: a link made in it is not on the host.
+        sh("ip", "-n", a, "link", "add", "pntx0", "type", "veth", "peer", "name", "pntx1")
+        assert "pntx0" not in sh("ip", "link", "show")
+        gone = playbook([{"podnet.fabric.netns": {"owner": me, "namespaces": [{"name": a, "state": "absent"}, b]}}])
         assert not gone.failed and gone.changed, gone
         assert a not in netns_list() and b in netns_list()
+        # ip netns del works on what the module made.
+        sh("ip", "netns", "del", b)
+        assert b not in netns_list() and not os.path.exists("/run/netns/" + b)
     finally:
         cleanup(a, b)
 
 
-def test_purge_removes_only_owned(playbook, netns_factory):
+def test_purge_removes_only_the_owners_namespaces(playbook, netns_factory):
+    me, other = owner(), owner()
     foreign = netns_factory("pnt-usr-")  # made with `ip netns add`: not ours
-    keep, stale = unique("pnt-ns-"), unique("pnt-ns-")
+    keep, stale, theirs, legacy = unique("pnt-ns-"), unique("pnt-ns-"), unique("pnt-ns-"), unique("pnt-ns-")
     try:
-        r = playbook([{"podnet.fabric.netns": {"namespaces": [keep, stale]}}])
-        assert not r.failed, r
-        r = playbook([{"podnet.fabric.netns": {"namespaces": [keep], "purge": True}}])
+        assert not playbook([{"podnet.fabric.netns": {"owner": me, "namespaces": [keep, stale]}},
+                             {"podnet.fabric.netns": {"owner": other, "namespaces": [theirs]}}]).failed
+        sh("ip", "netns", "add", legacy)
+        sh("ip", "-n", legacy, "link", "set", "lo", "alias", "podnet.fabric")
+        survivors = snapshot(foreign, theirs, legacy)
+        r = playbook([{"podnet.fabric.netns": {"owner": me, "namespaces": [keep], "purge": True}}], diff=True)
         assert not r.failed and r.changed, r
+        assert r.last["actions"] == ["delete netns %s" % stale], r
+        assert r.last["diff"]["after"] == {stale: {"state": "absent"}}
         names = netns_list()
         assert keep in names and stale not in names
-        assert foreign in names, "purge removed a namespace podnet.fabric did not create"
-        assert "delete netns %s" % stale in r.last["actions"]
-        assert all(foreign not in a for a in r.last["actions"])
+        assert snapshot(foreign, theirs, legacy) == survivors, "purge touched a namespace that is not the owner's"
+        # The other owner purges in turn and loses nothing; neither does this one.
+        r = playbook([{"podnet.fabric.netns": {"owner": other, "namespaces": [theirs], "purge": True}}])
+        assert not r.failed and not r.changed, r
+        assert keep in netns_list()
     finally:
-        cleanup(keep, stale)
+        cleanup(keep, stale, theirs, legacy)
 
 
-def test_foreign_namespace_present_is_left_unowned_and_absent_is_refused(playbook, netns_factory):
+def test_foreign_and_other_owners_namespaces_are_refused_naming_both(playbook, netns_factory):
+    me, other = owner(), owner()
     foreign = netns_factory("pnt-usr-")
-    sh("ip", "-n", foreign, "link", "set", "lo", "down")
-    r = playbook([{"podnet.fabric.netns": {"namespaces": [foreign]}}])
-    assert not r.failed and r.changed, r
-    assert "UP" in sh("ip", "-n", foreign, "link", "show", "lo").split(">")[0]
-    assert not lo_alias(foreign)
-    before = snapshot(foreign)
-    r = playbook([{"podnet.fabric.netns": {"namespaces": [foreign], "state": "absent"}}])
-    assert r.failed
-    assert r.last["msg"] == "netns %s: exists but was not created by podnet.fabric (no alias on its loopback); refusing to delete it" % foreign
-    assert snapshot(foreign) == before
+    theirs = unique("pnt-ns-")
+    try:
+        assert not playbook([{"podnet.fabric.netns": {"owner": other, "namespaces": [theirs]}}]).failed
+        before = snapshot(foreign, theirs)
+        r = playbook([{"podnet.fabric.netns": {"owner": me, "namespaces": [theirs]}}])
+        assert r.failed and r.last["msg"] == "netns %s: belongs to owner %s, not to owner %s; refusing to take it over" % (theirs, other, me), r
+        r = playbook([{"podnet.fabric.netns": {"owner": me, "namespaces": [foreign], "state": "absent"}}])
+        assert r.failed and r.last["msg"].startswith("netns %s: exists and is not podnet.fabric's" % foreign), r
+        assert snapshot(foreign, theirs) == before
+    finally:
+        cleanup(theirs)
 
 
-def test_bad_names_fail_cleanly(playbook):
-    for bad, reason in (("a/b", "invalid name"), ("", "invalid name"), ("x" * 200, "invalid name")):
-        ok = unique("pnt-ns-")
-        r = playbook([{"podnet.fabric.netns": {"namespaces": [ok, bad]}}])
+def test_release_0_1_namespace_is_adopted_in_place(playbook):
+    me = owner()
+    legacy = unique("pnt-ns-")
+    try:
+        sh("ip", "netns", "add", legacy)
+        sh("ip", "-n", legacy, "link", "add", "keep0", "type", "veth", "peer", "name", "keep1")
+        sh("ip", "-n", legacy, "link", "set", "lo", "alias", "podnet.fabric")
+        r = playbook([{"podnet.fabric.netns": {"owner": me, "namespaces": [legacy]}}])
+        assert not r.failed and r.changed, r
+        assert lo_alias(legacy) == "podnet.fabric:" + me
+        assert "keep0" in sh("ip", "-n", legacy, "link", "show"), "adopting recreated the namespace"
+        assert "UP" in lo(legacy).split(">")[0]
+    finally:
+        cleanup(legacy)
+
+
+def test_kernel_refusal_mid_plan_rolls_back(playbook):
+    me = owner()
+    a, b, blocked = unique("pnt-ns-"), unique("pnt-ns-"), unique("pnt-ns-")
+    path = os.path.join("/run/netns", blocked)
+    try:
+        # A dangling symlink: the name looks free, but creating it is refused (EEXIST).
+        os.symlink("/nonexistent-pnt-target", path)
+        before = netns_list() - {blocked}
+        r = playbook([{"podnet.fabric.netns": {"owner": me, "namespaces": [a, b, blocked]}}])
         assert r.failed, r
-        assert reason in r.last["msg"] and r.last["msg"].startswith("netns "), r.last["msg"]
+        msg = r.last["msg"]
+        assert "\n" not in msg and msg.startswith("create netns %s: " % blocked), msg
+        assert "rolled back: 2 actions undone" in msg and r.last["changed"] is False, r
+        assert netns_list() - {blocked} == before
+        assert not os.path.exists("/run/netns/" + a) and not os.path.exists("/run/netns/" + b)
+    finally:
+        cleanup(a, b, blocked)
+
+
+def test_bad_names_and_purge_without_owner_fail_cleanly(playbook):
+    for bad in ("a/b", "", "x" * 200):
+        ok = unique("pnt-ns-")
+        r = playbook([{"podnet.fabric.netns": {"owner": owner(), "namespaces": [ok, bad]}}])
+        assert r.failed, r
+        assert "invalid name" in r.last["msg"] and r.last["msg"].startswith("netns "), r.last["msg"]
         assert ok not in netns_list(), "a failed run left a namespace behind"
+    r = playbook([{"podnet.fabric.netns": {"namespaces": [], "purge": True}}])
+    assert r.failed and r.last["msg"].startswith("purge needs an explicit owner"), r

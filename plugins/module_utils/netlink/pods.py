@@ -170,10 +170,10 @@ def _plan(result, ipr, spaces, cfg, owner, purge, check_mode, registry):
         cur = netns.observe(name)
         netns.plan_present(ns_plan, name, cur, owner)
         v_plan = Plan()
-        vspec = veth.normalize({
-            "name": pod["veth"], "peer": pod["ifname"], "peer_netns": name, "addresses": addresses, "mtu": pod["mtu"],
-            "mac": mac, "bridge": cfg["bridge"], "hairpin": pod["hairpin"], "gateway": cfg["gateway"]})
         try:
+            vspec = veth.normalize({
+                "name": pod["veth"], "peer": pod["ifname"], "peer_netns": name, "addresses": addresses, "mtu": pod["mtu"],
+                "mac": mac, "bridge": cfg["bridge"], "hairpin": pod["hairpin"], "gateway": cfg["gateway"]})
             veth.plan_one(v_plan, ipr, links, host_addrs, spaces, vspec, owner, result_protocol, declared, deletes,
                           bridge_missing_ok=check_mode or cfg["manage_bridge"])
         except FabricError as exc:
