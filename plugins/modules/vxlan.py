@@ -15,22 +15,34 @@ description:
     learning off.
   - Manages the device's static peers - for each remote node an FDB entry (remote VTEP MAC to
     remote node IP) and, when I(ip) is given, a permanent neighbour (remote tunnel IP to remote
-    VTEP MAC). With I(purge_peers) (default) FDB entries with a remote and permanent neighbours
-    on the device that are not declared are removed - the device is the collection's, so its
-    entries are too. Routes to the remote pod subnets are M(podnet.fabric.route)'s job
+    VTEP MAC). Routes to the remote pod subnets are M(podnet.fabric.route)'s job
     (C(via <subnet>.0 dev flannel.1 onlink)).
+  - The kernel keeps no owner on a VXLAN device's FDB entries (they store no protocol), and
+    Debian's pyroute2 0.7.2 cannot read or write the protocol the kernel keeps on neighbours, so
+    the peers the owner adds are recorded in a root-only file the collection owns,
+    C(/var/lib/podnet-fabric/OWNER/vxlan-host:DEV.json) (C(vxlan-netns-NAME:DEV.json) for a
+    device in a namespace). I(purge_peers) removes only recorded entries that are still as
+    recorded - a static FDB entry or permanent neighbour a user adds by hand on the same device
+    survives every run. Writing the record is an action of its own, undone on failure.
   - The VNI, port, local IP, uplink and learning cannot be changed on an existing VXLAN device -
-    the device is recreated (the action list says so), its declared addresses and peers are
-    added again, and routes through it that the kernel dropped with the old device are put back.
+    the device is deleted and created again (the action list says so), its declared addresses and
+    peers are added again, and routes through it that the kernel dropped with the old device are
+    put back. The deletion cannot be undone; when a later action fails, the failure says so.
   - Reconciles every property it manages on each run - MTU, MAC, addresses, up state, peers.
-    Devices it creates carry the link alias C(podnet.fabric); I(purge) and I(state=absent) only
-    remove VXLAN devices with that alias. A link of the same name that is not ours, or of another
-    kind, is an error and is left alone.
+    Devices it creates carry the link alias C(podnet.fabric:OWNER); I(purge) and I(state=absent)
+    only remove the owner's VXLAN devices. A link of the same name that is not podnet.fabric's,
+    another owner's, or of another kind, is an error and is left alone. Devices of podnet.fabric
+    0.1 (alias C(podnet.fabric)) are adopted in place (same ifindex) by the owner that declares
+    them and never purged; their peers are recorded from the first run on (undeclared peers such
+    a device already had are left alone, since nothing records who added them).
+  - Deletions come after every other action, except the deletion of a device whose VNI and port
+    a declared device is created with (the kernel allows one device per VNI and port).
 author:
   - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
+  - podnet.fabric.attributes.OWNER
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
 notes:
@@ -114,15 +126,16 @@ options:
             type: str
       purge_peers:
         description:
-          - Remove FDB entries with a remote and permanent neighbours on the device that are not
-            declared in I(peers) (a node that left the cluster). Learned and kernel entries are
-            never touched.
+          - Remove the FDB entries and permanent neighbours this owner added to the device (see
+            the record above) that are not declared in I(peers) any more (a node that left the
+            cluster). Entries anybody else added, learned and kernel entries are never touched.
         type: bool
         default: true
   purge:
     description:
-      - Delete VXLAN devices owned by podnet.fabric (alias C(podnet.fabric)) in the namespace that
-        are not listed in I(vxlans). Devices not created by this collection are never touched.
+      - Delete the VXLAN devices of I(owner) (alias C(podnet.fabric:OWNER)) in the namespace that
+        are not listed in I(vxlans). Other owners' devices, podnet.fabric 0.1's and devices not
+        created by this collection are never touched. Needs an explicit I(owner).
     type: bool
     default: false
 """
@@ -130,6 +143,7 @@ options:
 EXAMPLES = r"""
 - name: Flannel's VTEP on node 1 (subnet 10.244.1.0/24) with node 2 as a peer
   podnet.fabric.vxlan:
+    owner: pod_routing
     vxlans:
       - name: flannel.1
         vni: 1
@@ -143,6 +157,7 @@ EXAMPLES = r"""
             ip: 10.244.2.0            # node 2's tunnel IP
 - name: ... and the route to node 2's pods through it
   podnet.fabric.route:
+    owner: pod_routing
     routes:
       - dest: 10.244.2.0/24
         gateway: 10.244.2.0
@@ -151,6 +166,7 @@ EXAMPLES = r"""
 
 - name: Calico-style VTEP with a fixed MAC, inside a lab namespace
   podnet.fabric.vxlan:
+    owner: lab
     netns: node1
     vxlans:
       - name: vxlan.calico
@@ -161,6 +177,7 @@ EXAMPLES = r"""
 
 - name: Remove a VTEP
   podnet.fabric.vxlan:
+    owner: pod_routing
     vxlans:
       - name: flannel.1
         state: absent
@@ -195,48 +212,44 @@ actions:
   sample:
     - create vxlan flannel.1 (vni 1, port 8472, local 192.168.1.11, dev eth0, nolearning)
     - add fdb entry 0a:58:c0:a8:01:0c dst 192.168.1.12 to vxlan flannel.1
+    - record 1 fdb entries and 1 neighbours of vxlan flannel.1 in /var/lib/podnet-fabric/pod_routing/vxlan-host:flannel.1.json
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.podnet.fabric.plugins.module_utils.netlink import vxlan
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
 
-from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, vxlan
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, finish
+ARGUMENT_SPEC = dict(
+    vxlans=dict(type="list", elements="dict", required=True, options=dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        vni=dict(type="int"),
+        port=dict(type="int", default=vxlan.DEFAULT_PORT),
+        local=dict(type="str"),
+        dev=dict(type="str"),
+        mtu=dict(type="int"),
+        mac=dict(type="str"),
+        learning=dict(type="bool", default=False),
+        addresses=dict(type="list", elements="str"),
+        peers=dict(type="list", elements="dict", default=[], options=dict(
+            mac=dict(type="str", required=True),
+            remote=dict(type="str", required=True),
+            ip=dict(type="str"),
+        )),
+        purge_peers=dict(type="bool", default=True),
+    )),
+    purge=dict(type="bool", default=False),
+)
+
+
+def build(ctx):
+    wanted = [vxlan.normalize(v) for v in ctx.params["vxlans"]]
+    plan = vxlan.plan(ctx.netlink(), wanted, ctx.owner, purge=ctx.params["purge"], assume_links=ctx.check_mode,
+                      store=vxlan.PeerStore(ctx.owner, ctx.netns))
+    return plan, {"vxlans": [plan.after[n] for n in sorted(plan.after)]}
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            vxlans=dict(type="list", elements="dict", required=True, options=dict(
-                name=dict(type="str", required=True),
-                state=dict(type="str", choices=["present", "absent"], default="present"),
-                vni=dict(type="int"),
-                port=dict(type="int", default=vxlan.DEFAULT_PORT),
-                local=dict(type="str"),
-                dev=dict(type="str"),
-                mtu=dict(type="int"),
-                mac=dict(type="str"),
-                learning=dict(type="bool", default=False),
-                addresses=dict(type="list", elements="str"),
-                peers=dict(type="list", elements="dict", default=[], options=dict(
-                    mac=dict(type="str", required=True),
-                    remote=dict(type="str", required=True),
-                    ip=dict(type="str"),
-                )),
-                purge_peers=dict(type="bool", default=True),
-            )),
-            purge=dict(type="bool", default=False),
-            netns=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    core.require_pyroute2(module)
-    try:
-        wanted = [vxlan.normalize(v) for v in module.params["vxlans"]]
-        with core.open_netns(module.params["netns"], missing_ok=module.check_mode) as ipr:
-            plan = vxlan.plan(ipr, wanted, purge=module.params["purge"], assume_links=module.check_mode)
-            finish(module, plan, vxlans=[plan.after[n] for n in sorted(plan.after)])
-    except FabricError as exc:
-        module.fail_json(msg=str(exc))
+    run_module(ARGUMENT_SPEC, build)
 
 
 if __name__ == "__main__":

@@ -93,14 +93,15 @@ def neigh_delete(ipr, dev, ip):
 
 # --- plans ------------------------------------------------------------------------------------------
 
-def plan_fdb(plan, ipr, dev, current, desired, purge, what):
-    """Make the static FDB of ``dev`` hold ``desired`` ({mac: remote}); ``purge`` removes the rest."""
-    if purge:
-        for mac, dst in sorted(current.items()):
-            if mac not in desired:
-                plan.add("remove fdb entry %s dst %s from %s" % (mac, dst, what),
-                         lambda mac=mac, dst=dst: fdb_delete(ipr, dev, mac, dst),
-                         lambda mac=mac, dst=dst: fdb_set(ipr, dev, mac, dst))
+def plan_fdb(plan, ipr, dev, current, desired, removable, what):
+    """Make the static FDB of ``dev`` hold ``desired`` ({mac: remote}); entries not desired are
+    removed only when ``removable`` ({mac: remote}: what the owner recorded adding) has exactly
+    them - a user's own static entries on the device are never touched."""
+    for mac, dst in sorted(current.items()):
+        if mac not in desired and removable.get(mac) == dst:
+            plan.add("remove fdb entry %s dst %s from %s" % (mac, dst, what),
+                     lambda mac=mac, dst=dst: fdb_delete(ipr, dev, mac, dst),
+                     lambda mac=mac, dst=dst: fdb_set(ipr, dev, mac, dst))
     for mac, dst in sorted(desired.items()):
         old = current.get(mac)
         if old == dst:
@@ -115,23 +116,23 @@ def plan_fdb(plan, ipr, dev, current, desired, purge, what):
                      lambda mac=mac, old=old: fdb_set(ipr, dev, mac, old))
 
 
-def plan_neighbours(plan, ipr, dev, current, desired, purge, what):
-    """Make ``desired`` ({ip: mac}) permanent neighbours on ``dev``; ``purge`` removes other
-    permanent ones (dynamic entries the kernel resolves are left alone)."""
-    if purge:
-        for ip, (mac, permanent) in sorted(current.items()):
-            if permanent and ip not in desired:
-                plan.add("remove permanent neighbour %s lladdr %s from %s" % (ip, mac, what),
-                         lambda ip=ip: neigh_delete(ipr, dev, ip),
-                         (lambda ip=ip, mac=mac: neigh_set(ipr, dev, ip, mac)) if mac else None)
+def plan_neighbours(plan, ipr, dev, current, desired, removable, what):
+    """Make ``desired`` ({ip: mac}) permanent neighbours on ``dev``; permanent ones not desired
+    are removed only when ``removable`` ({ip: mac}, what the owner recorded adding) has exactly
+    them (dynamic entries the kernel resolves and a user's own are left alone)."""
+    for ip, (mac, permanent) in sorted(current.items()):
+        if permanent and ip not in desired and mac and removable.get(ip) == mac:
+            plan.add("remove permanent neighbour %s lladdr %s from %s" % (ip, mac, what),
+                     lambda ip=ip: neigh_delete(ipr, dev, ip),
+                     lambda ip=ip, mac=mac: neigh_set(ipr, dev, ip, mac))
     for ip, mac in sorted(desired.items()):
         old_mac, permanent = current.get(ip, (None, False))
         if permanent and old_mac == mac:
             continue
-        if permanent:
+        if permanent and old_mac:
             plan.add("change permanent neighbour %s on %s: lladdr %s -> %s" % (ip, what, old_mac, mac),
                      lambda ip=ip, mac=mac: neigh_set(ipr, dev, ip, mac),
-                     (lambda ip=ip, old=old_mac: neigh_set(ipr, dev, ip, old)) if old_mac else None)
+                     lambda ip=ip, old=old_mac: neigh_set(ipr, dev, ip, old))
         else:
             plan.add("add permanent neighbour %s lladdr %s to %s" % (ip, mac, what),
                      lambda ip=ip, mac=mac: neigh_set(ipr, dev, ip, mac),

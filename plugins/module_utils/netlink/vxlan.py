@@ -7,18 +7,32 @@ A VTEP is a vxlan link with a fixed VNI, UDP port, local underlay IP and uplink,
 each remote node is a peer: its VTEP MAC -> its node IP in the device's FDB, and its tunnel IP ->
 its VTEP MAC as a permanent neighbour. Call with a handle opened in the namespace of the VTEP.
 
+Ownership: a VTEP carries the link alias ``podnet.fabric:<owner>``; purge removes only the
+owner's. Its peers carry no marker the kernel keeps for every version this collection supports:
+checked on Linux 6.x, a vxlan device's FDB entries (AF_BRIDGE) store no NDA_PROTOCOL at all
+(sent, it is dropped; dumps never carry it), and ARP/ND neighbours do store NDA_PROTOCOL, but
+pyroute2 0.7.2 (Debian's) can neither send nor parse that attribute. So the peers an owner adds
+are recorded in a root-only file the collection owns, ``/var/lib/podnet-fabric/<owner>/
+vxlan-<host or netns-NAME>:<dev>.json`` (written as a plan action, with undo), and
+``purge_peers`` removes only recorded entries that are still exactly as recorded: a user's
+static FDB entry or permanent neighbour on the same device is never touched.
+
 The VNI, port, local IP, uplink and learning cannot be changed on an existing vxlan link: the
-plan recreates the link, puts its peers back and re-adds the routes through it that the kernel
-dropped with the old link.
+plan deletes the link (irreversible) and creates it again, puts its peers back and re-adds the
+routes through it that the kernel dropped with the old link. Deletions come after every
+reversible action, except a deletion that frees a VNI and port a declared device needs.
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
+import os
 import socket
 
+from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
 from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, link, neigh, route
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan, noop
 
 WHAT = "vxlan"
 # VNIs are 24 bits. The kernel takes 0 too, but Flannel/Calico never use it and many VTEPs
@@ -28,6 +42,59 @@ DEFAULT_PORT = 4789  # IANA; flannel uses the kernel's old default 8472
 # Outer IP + UDP + VXLAN + inner Ethernet headers: 20+8+8+14 over IPv4, 40+8+8+14 over IPv6.
 OVERHEAD = {4: 50, 6: 70}
 IMMUTABLE = ("vni", "port", "local", "dev", "learning")
+STATE_DIR = "/var/lib/podnet-fabric"
+
+
+class PeerStore(object):
+    """The peers an owner added to its VTEPs in one namespace: a root-only JSON file per device,
+    ``{"fdb": {mac: remote}, "neighbours": {ip: mac}}``."""
+
+    def __init__(self, owner, netns=None, base=STATE_DIR):
+        self.directory = os.path.join(base, owner)
+        self.where = "netns-%s" % netns if netns else "host"
+
+    def path(self, dev):
+        return os.path.join(self.directory, "vxlan-%s:%s.json" % (self.where, dev))
+
+    def read(self, dev):
+        """The record of ``dev`` ({} when there is none; an unreadable one counts as none, so
+        nothing is removed on its account)."""
+        try:
+            with open(self.path(dev)) as handle:
+                data = json.load(handle)
+            return {"fdb": dict(data.get("fdb") or {}), "neighbours": dict(data.get("neighbours") or {})}
+        except (IOError, OSError, ValueError, AttributeError, TypeError):
+            return {}
+
+    def write(self, dev, record):
+        if not record:
+            self.remove(dev)
+            return
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        path = self.path(dev)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+        os.rename(tmp, path)
+
+    def remove(self, dev):
+        try:
+            os.unlink(self.path(dev))
+        except OSError as exc:
+            if exc.errno != core.ENOENT:
+                raise
+
+    def plan_write(self, plan, dev, old, new, what):
+        """Plan recording ``new`` for ``dev`` (nothing when it equals ``old``); undo puts ``old`` back."""
+        if (old or {}) == (new or {}):
+            return
+        if new:
+            text = "record %d fdb entries and %d neighbours of %s in %s" % (len(new["fdb"]), len(new["neighbours"]), what, self.path(dev))
+        else:
+            text = "forget the peers of %s (%s)" % (what, self.path(dev))
+        plan.add(text, lambda: self.write(dev, new), lambda: self.write(dev, old))
 
 
 def default_mac(name, vni, local):
@@ -209,32 +276,6 @@ def _describe(spec):
     return ", ".join(parts)
 
 
-def _restore(ipr, old, kwargs, routes):
-    """Best effort: put back a VTEP as it was observed (undo of a recreate)."""
-    link.delete_quietly(ipr, old["name"])
-    ipr.link("add", ifname=old["name"], **kwargs)
-    index = link.index_of(ipr, old["name"], wait=1.0)
-    attrs = dict((k, v) for k, v in (("ifalias", old["alias"]), ("mtu", old["mtu"]), ("address", old["mac"])) if v)
-    steps = [lambda: ipr.link("set", index=index, **attrs)]
-    if old["up"]:
-        steps.append(lambda: ipr.link("set", index=index, state="up"))
-    for cidr in old["addresses"]:
-        ip, plen = cidr.split("/")
-        steps.append(lambda ip=ip, plen=plen: link._addr(ipr, "add", old["name"], ip, int(plen)))
-    for mac, dst in old["fdb"].items():
-        steps.append(lambda mac=mac, dst=dst: neigh.fdb_set(ipr, old["name"], mac, dst))
-    for ip, (mac, permanent) in old["neighbours"].items():
-        if permanent and mac:
-            steps.append(lambda ip=ip, mac=mac: neigh.neigh_set(ipr, old["name"], ip, mac))
-    for r in routes:
-        steps.append(lambda r=r: route.replace(ipr, r))
-    for step in steps:
-        try:
-            step()
-        except Exception:  # best effort, like Plan._rollback
-            pass
-
-
 def _routes_through(routes, name):
     """Routes the kernel drops with link ``name`` and does not bring back by itself."""
     out = []
@@ -248,13 +289,18 @@ def _routes_through(routes, name):
 
 # --- plan -----------------------------------------------------------------------------------------
 
-def plan(ipr, vxlans, purge=False, assume_links=False):
-    """Plan bringing the namespace's VTEPs to ``vxlans`` (normalized entries).
+def plan(ipr, vxlans, owner, purge=False, assume_links=False, store=None):
+    """Plan bringing the namespace's VTEPs to ``vxlans`` (normalized entries) for ``owner``.
 
-    Deletions (state=absent, purge of owned vxlan links not declared) come first, so a VNI can
-    move to a new device name in one run. ``assume_links``: check mode, where the uplink may be
-    created by an earlier task.
+    ``purge`` deletes the owner's other vxlan links. ``store`` (a :class:`PeerStore`, default: the
+    host's for the caller's namespace) records the peers the owner adds. ``assume_links``: check
+    mode, where the uplink may be created by an earlier task.
+
+    Order: the declared devices' reversible actions first (devices that keep their settings,
+    then those recreated, whose old link must go), deletions last - except deletions that free a
+    VNI and port a declared device is created with, which must come first.
     """
+    store = store if store is not None else PeerStore(owner)
     result = Plan()
     links = link.dump(ipr)
     names = dict((v["index"], n) for n, v in links.items())
@@ -264,7 +310,7 @@ def plan(ipr, vxlans, purge=False, assume_links=False):
             raise FabricError("vxlan %s: declared twice" % spec["name"])
         seen.add(spec["name"])
 
-    removed = set()
+    doomed = []  # (name, cur): the owner's vxlan links to delete
     for spec in vxlans:
         if spec["state"] != "absent":
             continue
@@ -272,31 +318,31 @@ def plan(ipr, vxlans, purge=False, assume_links=False):
         result.before[name] = public(_observe(ipr, cur, names)) if cur and cur["kind"] == "vxlan" else {"name": name, "state": "absent"}
         result.after[name] = {"name": name, "state": "absent"}
         if cur is not None:
-            link.check_takeover(cur, name, "vxlan", WHAT)
-            link.plan_delete(result, ipr, name, WHAT)
-            removed.add(name)
+            link.check_takeover(cur, name, "vxlan", WHAT, owner)
+            doomed.append((name, cur))
     if purge:
         for name, cur in sorted(links.items()):
-            if name not in seen and cur["kind"] == "vxlan" and link.is_owned(cur):
+            if name not in seen and cur["kind"] == "vxlan" and link.is_owned(cur, owner):
                 result.before[name] = public(_observe(ipr, cur, names))
                 result.after[name] = {"name": name, "state": "absent"}
-                link.plan_delete(result, ipr, name, WHAT)
-                removed.add(name)
+                doomed.append((name, cur))
+    removed = set(name for name, _cur in doomed)
 
     present = [s for s in vxlans if s["state"] != "absent"]
     _check_vni_conflicts(present, links, names, removed)
+    keep, recreate, needed = Plan(), Plan(), set()
     observed_routes = None
     for spec in present:
         name, what = spec["name"], "vxlan %s" % spec["name"]
         cur = links.get(name)
-        link.check_takeover(cur, name, "vxlan", WHAT)
+        link.check_takeover(cur, name, "vxlan", WHAT, owner)
         uplink, mtu = _uplink_and_mtu(ipr, spec, links, assume_links, what)
         before = _observe(ipr, cur, names)
         result.before[name] = public(before) if before else {"name": name, "state": "absent"}
-
-        fresh, lost = cur is None, []
+        sub, fresh, lost = keep, cur is None, []
         if fresh:
-            link.add_delete_undo(result, ipr, name, "create vxlan %s (%s)" % (name, _describe(spec)),
+            needed.add((spec["vni"], spec["port"]))
+            link.add_delete_undo(sub, ipr, name, "create vxlan %s (%s)" % (name, _describe(spec)),
                                  create_kwargs(spec, uplink["index"] if uplink else None))
         else:
             have = settings(cur, names)
@@ -305,21 +351,64 @@ def plan(ipr, vxlans, purge=False, assume_links=False):
                 if observed_routes is None:
                     observed_routes = route.dump(ipr, names)
                 lost = _routes_through(observed_routes, name)
-                _plan_recreate(result, ipr, spec, before, have, changed, uplink, cur, lost)
+                sub = recreate
+                needed.add((spec["vni"], spec["port"]))
+                _plan_recreate(sub, ipr, spec, have, changed, uplink)
                 fresh = True
-        link.plan_attrs(result, ipr, name, None if fresh else cur,
-                        {"alias": core.OWNER_ALIAS, "mtu": mtu, "mac": spec["mac"], "up": True}, WHAT)
-        link.plan_addresses(result, ipr, name, [] if fresh else before["addresses"], spec["addresses"], WHAT)
+        link.plan_attrs(sub, ipr, name, None if fresh else cur,
+                        {"alias": owners.mark(owner), "mtu": mtu, "mac": spec["mac"], "up": True}, WHAT)
+        link.plan_addresses(sub, ipr, name, [] if fresh else before["addresses"], spec["addresses"], WHAT)
         cur_fdb = {} if fresh else before["fdb"]
         cur_neigh = {} if fresh else before["neighbours"]
-        neigh.plan_fdb(result, ipr, name, cur_fdb, spec["fdb"], spec["purge_peers"], what)
-        neigh.plan_neighbours(result, ipr, name, cur_neigh, spec["neighbours"], spec["purge_peers"], what)
+        old_record = store.read(name)
+        removable = old_record if spec["purge_peers"] else {}
+        neigh.plan_fdb(sub, ipr, name, cur_fdb, spec["fdb"], removable.get("fdb", {}), what)
+        neigh.plan_neighbours(sub, ipr, name, cur_neigh, spec["neighbours"], removable.get("neighbours", {}), what)
+        store.plan_write(sub, name, old_record, _record(spec, old_record, cur_fdb, cur_neigh), what)
         if lost:
-            result.add("re-add %d route(s) through vxlan %s that the kernel dropped with the old link: %s"
-                       % (len(lost), name, "; ".join(route.describe(r) for r in lost)),
-                       lambda lost=lost: [route.replace(ipr, r) for r in lost])
-        result.after[name] = _after(spec, mtu, before, cur_fdb, cur_neigh)
+            sub.add("re-add %d route(s) through vxlan %s that the kernel dropped with the old link: %s"
+                    % (len(lost), name, "; ".join(route.describe(r) for r in lost)),
+                    lambda lost=lost: [route.replace(ipr, r) for r in lost], noop)
+        result.after[name] = _after(spec, mtu, before, cur_fdb, cur_neigh, removable)
+
+    names_first = set()
+    for name, cur in doomed:
+        have = settings(cur, names)
+        if (have["vni"], have["port"]) in needed:
+            names_first.add(name)
+    for name, cur in doomed:  # deletions that free a VNI: before the creates that need it
+        if name in names_first:
+            _plan_delete(result, ipr, store, name, "vxlan %s" % name, first=True)
+    result.extend(keep)
+    result.extend(recreate)
+    for name, cur in doomed:
+        if name not in names_first:
+            _plan_delete(result, ipr, store, name, "vxlan %s" % name)
     return result
+
+
+def _plan_delete(result, ipr, store, name, what, first=False):
+    """Forget the device's peer record (undone if the delete fails), then delete it (irreversible)."""
+    store.plan_write(result, name, store.read(name), {}, what)
+    if first:
+        result.add("delete vxlan %s first (a declared device needs its VNI and port)" % name,
+                   lambda: link.delete_quietly(ipr, name), irreversible=True)
+    else:
+        link.plan_delete(result, ipr, name, WHAT)
+
+
+def _record(spec, old, cur_fdb, cur_neigh):
+    """What the owner has added to the device after the run: the declared peers, and with
+    purge_peers off also what it recorded before and is still there as recorded."""
+    fdb, neighbours = {}, {}
+    if not spec["purge_peers"]:
+        fdb = dict((m, d) for m, d in (old.get("fdb") or {}).items() if cur_fdb.get(m) == d)
+        neighbours = dict((ip, m) for ip, m in (old.get("neighbours") or {}).items() if cur_neigh.get(ip) == (m, True))
+    fdb.update(spec["fdb"])
+    neighbours.update(spec["neighbours"])
+    if not fdb and not neighbours:
+        return {}
+    return {"fdb": fdb, "neighbours": neighbours}
 
 
 def _check_vni_conflicts(present, links, names, removed):
@@ -366,23 +455,15 @@ def _uplink_and_mtu(ipr, spec, links, assume_links, what):
     return uplink, spec["mtu"] or limit
 
 
-def _plan_recreate(result, ipr, spec, before, have, changed, uplink, cur, lost):
+def _plan_recreate(result, ipr, spec, have, changed, uplink):
+    """Delete the link (irreversible: its peers, addresses and routes go with it) and create it
+    with the new settings; what the old one had is planned again after this."""
     name = spec["name"]
-    new_kwargs = create_kwargs(spec, uplink["index"] if uplink else None)
-    old_kwargs = {"kind": "vxlan", "vxlan_id": have["vni"], "vxlan_port": have["port"],
-                  "vxlan_learning": 1 if have["learning"] else 0}
-    if have["local"]:
-        old_kwargs["vxlan_local6" if ":" in have["local"] else "vxlan_local"] = have["local"]
-    if cur["data"].get("IFLA_VXLAN_LINK"):
-        old_kwargs["vxlan_link"] = cur["data"]["IFLA_VXLAN_LINK"]
     why = ", ".join("%s %s -> %s" % (k, _text(have[k], k), _text(spec[k], k)) for k in changed)
-
-    def do():
-        link.delete_quietly(ipr, name)
-        ipr.link("add", ifname=name, **new_kwargs)
-
-    result.add("recreate vxlan %s (%s: cannot change in place)" % (name, why),
-               do, lambda: _restore(ipr, before, old_kwargs, lost))
+    result.add("delete vxlan %s to recreate it (%s: cannot change in place)" % (name, why),
+               lambda: link.delete_quietly(ipr, name), irreversible=True)
+    link.add_delete_undo(result, ipr, name, "create vxlan %s (%s)" % (name, _describe(spec)),
+                         create_kwargs(spec, uplink["index"] if uplink else None))
 
 
 def _text(value, key):
@@ -391,14 +472,11 @@ def _text(value, key):
     return "none" if value is None else str(value)
 
 
-def _after(spec, mtu, before, cur_fdb, cur_neigh):
-    if spec["purge_peers"]:
-        fdb = dict(spec["fdb"])
-        neighbours = dict((ip, (mac, True)) for ip, mac in spec["neighbours"].items())
-    else:
-        fdb = dict(cur_fdb, **spec["fdb"])
-        neighbours = dict((ip, v) for ip, v in cur_neigh.items() if v[1])
-        neighbours.update((ip, (mac, True)) for ip, mac in spec["neighbours"].items())
+def _after(spec, mtu, before, cur_fdb, cur_neigh, removable):
+    fdb = dict((m, d) for m, d in cur_fdb.items() if (removable.get("fdb") or {}).get(m) != d)
+    neighbours = dict((ip, v) for ip, v in cur_neigh.items() if v[1] and (removable.get("neighbours") or {}).get(ip) != v[0])
+    fdb.update(spec["fdb"])
+    neighbours.update((ip, (mac, True)) for ip, mac in spec["neighbours"].items())
     after = {
         "name": spec["name"], "state": "present",
         "vni": spec["vni"], "port": spec["port"], "local": spec["local"], "dev": spec["dev"],
