@@ -25,7 +25,7 @@ import threading
 
 from ansible_collections.podnet.fabric.plugins.module_utils import netns_exec
 from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
-from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core
+from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, link
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
 
 RUN_DIR = netns_exec.NETNS_RUN_DIR
@@ -166,18 +166,24 @@ def set_loopback(name, alias=None, up=None):
 
 # --- observe and plan ----------------------------------------------------------------------------
 
-def observe(name):
+def observe(name, ipr=None):
     """{'state', 'owner', 'loopback_up'} of a namespace (owner: None = not podnet.fabric's,
-    '' = release 0.1's), or {'state': 'absent'}; None when it vanished while we looked."""
+    '' = release 0.1's), or {'state': 'absent'}; None when it vanished while we looked.
+
+    ``ipr``: a handle already open in the namespace (its link dump is used), if the caller has one.
+    """
+    if ipr is not None:
+        lo = link.dump(ipr).get("lo")
+        return {"state": "present", "owner": link.holder(lo), "loopback_up": bool(lo and lo["up"])}
     if not netns_exec.exists(name):
         return {"state": "absent"}
     try:
-        with core.open_netns(name) as ipr:
-            lo = ipr.link("get", index=LOOPBACK_INDEX)[0]
+        with core.open_netns(name) as handle:
+            msg = handle.link("get", index=LOOPBACK_INDEX)[0]
     except FabricError:  # vanished meanwhile (pyroute2 #633)
         return None
-    return {"state": "present", "owner": owners.owner_of_mark(lo.get_attr("IFLA_IFALIAS")),
-            "loopback_up": bool(lo["flags"] & 1)}
+    return {"state": "present", "owner": owners.owner_of_mark(msg.get_attr("IFLA_IFALIAS")),
+            "loopback_up": bool(msg["flags"] & 1)}
 
 
 def public(view):

@@ -117,6 +117,7 @@ def plan(ipr, cfg, owner, purge=False, check_mode=False, registry=None):
     ends, purge) and IPAM releases last.
     """
     result = Plan()
+    ipr = veth.Snapshot(ipr) if ipr is not None else None  # one link and one address dump for all
     spaces = veth.Namespaces(ipr, missing_ok=True)
     result.spaces = spaces
     try:
@@ -124,6 +125,7 @@ def plan(ipr, cfg, owner, purge=False, check_mode=False, registry=None):
     except Exception:
         spaces.close()
         raise
+    spaces.planned()
     return result, pods
 
 
@@ -167,7 +169,8 @@ def _plan(result, ipr, spaces, cfg, owner, purge, check_mode, registry):
         addresses = pod["addresses"] or [allocated[name]]
         mac = pod["mac"] or _default_mac(addresses)
         ns_plan = Plan()
-        cur = netns.observe(name)
+        handle = spaces.observe(name)  # None: not there yet; the veth plan shares this handle
+        cur = netns.observe(name, handle) if handle is not None else netns.observe(name)
         netns.plan_present(ns_plan, name, cur, owner)
         v_plan = Plan()
         try:

@@ -76,9 +76,15 @@ class Namespaces(object):
             handle = ctx.__enter__()
             if handle is None:
                 return None
-            self.handles[netns] = handle
+            self.handles[netns] = Snapshot(handle)
             self.contexts.append(ctx)
         return self.handles[netns]
+
+    def planned(self):
+        """Planning is over: from now on every dump asks the kernel again."""
+        for handle in list(self.handles.values()) + [self.host_ipr]:
+            if isinstance(handle, Snapshot):
+                handle.drop()
 
     def observe(self, netns):
         if not netns:
@@ -111,6 +117,43 @@ class Namespaces(object):
         for ctx in reversed(self.contexts):
             ctx.__exit__(None, None, None)
         self.contexts, self.handles = [], {}
+
+
+class Snapshot(object):
+    """An IPRoute whose whole-namespace link and address dumps are read once while planning
+    (every core that looks at the namespace shares them), then dropped (:meth:`drop`) so that
+    actions see the kernel as it is. Everything else goes straight to the handle."""
+
+    def __init__(self, ipr):
+        self._ipr = ipr
+        self._dumps = {}
+
+    def _dump(self, what, call, args, kwargs):
+        if args or kwargs:
+            return call(*args, **kwargs)
+        if what not in self._dumps:
+            self._dumps[what] = list(call())
+        return list(self._dumps[what])
+
+    def get_links(self, *args, **kwargs):
+        return self._dump("links", self._ipr.get_links, args, kwargs)
+
+    def get_addr(self, *args, **kwargs):
+        return self._dump("addr", self._ipr.get_addr, args, kwargs)
+
+    def get_routes(self, *args, **kwargs):
+        """Routes of one family from one dump of all families (AF_UNSPEC): one request, not two."""
+        if args or set(kwargs) - {"family"}:
+            return self._ipr.get_routes(*args, **kwargs)
+        family = kwargs.get("family")
+        return [m for m in self._dump("routes", lambda: self._ipr.get_routes(family=0), (), {})
+                if family in (None, 0, m["family"])]
+
+    def drop(self):
+        self._dumps = {}
+
+    def __getattr__(self, attr):
+        return getattr(self._ipr, attr)
 
 
 class _Lazy(object):
@@ -165,6 +208,7 @@ def plan(ipr, veths, owner, purge=False, missing_ok=False, registry=None, spaces
     ``owner``; ``purge`` deletes the owner's other veths there. The returned plan holds the
     peers' handles until :func:`close` (``spaces``: a shared :class:`Namespaces`)."""
     result = Plan()
+    ipr = Snapshot(ipr) if ipr is not None else None
     spaces = spaces or Namespaces(ipr, missing_ok)
     result.spaces = spaces
     try:
@@ -185,6 +229,7 @@ def plan(ipr, veths, owner, purge=False, missing_ok=False, registry=None, spaces
     except Exception:
         spaces.close()
         raise
+    spaces.planned()
     return result
 
 
@@ -218,7 +263,7 @@ def plan_one(result, ipr, links, host_addrs, spaces, spec, owner, protocol, decl
     except FabricError:
         raise FabricError("veth %s: peer netns %s does not exist" % (name, peer_ns))
     lazy = spaces.lazy(peer_ns)
-    peer = link.get(peer_ipr, peer_name) if peer_ipr is not None else None
+    peer = link.dump(peer_ipr).get(peer_name)  # one dump, shared with the route plan below
     if peer_ns:
         nsid = spaces.nsid(peer_ns) if host is not None and peer is not None else None
         is_pair = nsid is not None and paired(host, peer, nsid)
