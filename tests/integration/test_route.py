@@ -11,8 +11,12 @@ import pytest
 
 from conftest import ip_json, sh, snapshot
 
+# Fixed owner names: route protocols are registered host-wide (/etc/iproute2/rt_protos.d), and
+# the registry has only 30 numbers. Their routes live only in the tests' own namespaces.
+OWNER, OTHER = "itest-a", "itest-b"
 
-def routes_with_proto(ns, proto="149"):
+
+def routes_with_proto(ns, proto=OWNER):
     """`ip -json route show table all` entries with this protocol, volatile keys dropped."""
     out = []
     for r in ip_json("route", "show", "table", "all", netns=ns):
@@ -22,7 +26,7 @@ def routes_with_proto(ns, proto="149"):
     return sorted(out, key=lambda r: (r.get("table", "main"), r["dst"]))
 
 
-def by_dst(ns, proto="149"):
+def by_dst(ns, proto=OWNER):
     return dict((r["dst"], r) for r in routes_with_proto(ns, proto))
 
 
@@ -61,7 +65,7 @@ def pings(ns, dst):
 
 
 def task(ns, routes, **kw):
-    args = {"netns": ns, "routes": routes}
+    args = {"netns": ns, "routes": routes, "owner": OWNER}
     args.update(kw)
     return {"podnet.fabric.route": args}
 
@@ -97,9 +101,9 @@ def test_routes_four_runs_and_ip_json(four_runs, playbook, netns):
     assert "add route 10.6.0.0/24 nexthop via 10.0.0.2 dev va weight 2 nexthop via 10.0.1.9 dev vb weight 1 onlink" in real.last["actions"]
 
     # Drift made by hand is reconciled: another gateway, a lost route, an extra mtu.
-    sh("ip", "-n", netns, "route", "replace", "10.5.0.0/24", "via", "10.0.0.3", "proto", "149")
+    sh("ip", "-n", netns, "route", "replace", "10.5.0.0/24", "via", "10.0.0.3", "proto", OWNER)
     sh("ip", "-n", netns, "route", "del", "default")
-    sh("ip", "-n", netns, "route", "replace", "10.0.5.5/32", "dev", "va", "proto", "149", "mtu", "1300")
+    sh("ip", "-n", netns, "route", "replace", "10.0.5.5/32", "dev", "va", "proto", OWNER, "mtu", "1300")
     r = playbook([task(netns, ROUTES)])
     assert not r.failed and r.changed, r
     assert sorted(a.split(" ")[0] for a in r.last["actions"]) == ["add", "replace", "replace"]
@@ -160,17 +164,18 @@ def test_ecmp_multipath_is_a_set_and_carries_pings(playbook, netns_factory):
     sh("ping", "-c", "3", "-W", "2", "10.96.0.10", netns=node1)
 
 
-def test_purge_removes_only_owned_routes_and_two_owners_coexist(playbook, netns):
+def test_purge_removes_only_the_owners_routes_in_declared_tables_and_two_owners_coexist(playbook, netns):
     lab(netns)
     foreign = [
-        ["10.50.0.0/24", "via", "10.0.0.2", "proto", "static"],   # the user's
-        ["10.52.0.0/24", "via", "10.0.0.2"],                       # plain `ip route add` (proto boot)
-        ["10.51.0.0/24", "via", "10.0.0.2", "proto", "150"],      # another owner
-        ["blackhole", "10.54.0.0/24", "table", "200", "proto", "149"],  # ours, in a table this task does not use
+        ["10.50.0.0/24", "via", "10.0.0.2", "proto", "static"],           # the user's
+        ["10.52.0.0/24", "via", "10.0.0.2"],                               # plain `ip route add` (proto boot)
+        ["10.51.0.0/24", "via", "10.0.0.2", "proto", "149"],              # podnet.fabric 0.1's, not declared
+        ["blackhole", "10.54.0.0/24", "table", "200", "proto", OWNER],    # ours, in a table this task does not use
+        ["blackhole", "10.56.0.0/24", "table", "100", "proto", "static"],  # the user's, in table 100
     ]
     for argv in foreign:
         sh("ip", "-n", netns, "route", "add", *argv)
-    sh("ip", "-n", netns, "route", "add", "10.53.0.0/24", "via", "10.0.0.2", "proto", "149")  # ours, stale
+    sh("ip", "-n", netns, "route", "add", "10.53.0.0/24", "via", "10.0.0.2", "proto", OWNER)  # ours, stale
     before = [r for r in ip_json("route", "show", "table", "all", netns=netns) if r["dst"] != "10.53.0.0/24"]
     r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], purge=True)])
     assert not r.failed and r.changed, r
@@ -179,17 +184,60 @@ def test_purge_removes_only_owned_routes_and_two_owners_coexist(playbook, netns)
     # everything that was there and not ours survives byte for byte (kernel connected/local routes too)
     assert [r for r in after if r["dst"] != "10.5.0.0/24"] == before
     assert {"10.0.0.0/24", "10.0.1.0/24"} <= set(r["dst"] for r in after if r.get("protocol") == "kernel")
+    assert by_dst(netns)["10.5.0.0/24"]["protocol"] == OWNER   # `ip` prints the owner's name
 
-    # a second owner (protocol 150) purges its own routes only; ours stay
-    r = playbook([task(netns, [{"dest": "10.55.0.0/24", "gateway": "10.0.0.2"}], protocol=150, purge=True)])
+    # a second owner purges its own routes in its own table only; ours and the user's stay
+    r = playbook([task(netns, [{"dest": "10.55.0.0/24", "gateway": "10.0.0.2", "table": "100"}], owner=OTHER, purge=True)])
     assert not r.failed and r.changed, r
-    assert set(by_dst(netns, "150")) == {"10.55.0.0/24"}
-    assert set(by_dst(netns, "149")) == {"10.5.0.0/24", "10.54.0.0/24"}
-    assert set(by_dst(netns, "static")) == {"10.50.0.0/24"}
+    assert set(by_dst(netns, OTHER)) == {"10.55.0.0/24"}
+    assert set(by_dst(netns, OWNER)) == {"10.5.0.0/24", "10.54.0.0/24"}
+    assert set(by_dst(netns, "static")) == {"10.50.0.0/24", "10.56.0.0/24"}
+    assert set(by_dst(netns, "149")) == {"10.51.0.0/24"}
     assert [r["dst"] for r in ip_json("route", netns=netns) if "protocol" not in r] == ["10.52.0.0/24"]  # boot: ip prints none
-    # and our own run does not see the other owner's route as stale
-    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], purge=True)])
+    # and our own run does not see the other owner's route as stale, even when purging its table
+    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], purge=True, purge_tables=["100"])])
     assert not r.failed and not r.changed, r
+    # purge_tables: the owner's route in table 200 goes only when that table is listed
+    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], purge=True, purge_tables=["200"])])
+    assert not r.failed and r.last["actions"] == ["delete route blackhole 10.54.0.0/24 table 200"], r
+    assert set(by_dst(netns, OWNER)) == {"10.5.0.0/24"} and set(by_dst(netns, OTHER)) == {"10.55.0.0/24"}
+
+
+def test_purge_without_an_owner_is_an_error(playbook, netns):
+    lab(netns)
+    before = snapshot(netns)
+    r = playbook([{"podnet.fabric.route": {"netns": netns, "routes": [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], "purge": True}}])
+    assert r.failed and r.last["msg"].startswith("purge needs an explicit owner"), r
+    assert snapshot(netns) == before
+
+
+ROLLBACK = [
+    # the kernel refuses an onlink gateway that is a local address
+    ({"dest": "10.64.0.0/24", "gateway": "10.0.0.1", "dev": "va", "onlink": True},
+     "add route 10.64.0.0/24 via 10.0.0.1 dev va onlink: Invalid argument (errno 22)"),
+    # ... and an ECMP route with such a nexthop
+    ({"dest": "10.65.0.0/24", "nexthops": [{"gateway": "10.0.0.2"}, {"gateway": "10.0.0.1", "dev": "va", "onlink": True}]},
+     "add route 10.65.0.0/24 nexthop via 10.0.0.1 dev va weight 1 onlink nexthop via 10.0.0.2 dev va weight 1: Invalid argument (errno 22)"),
+]
+
+
+@pytest.mark.parametrize("bad,message", ROLLBACK, ids=["onlink-local", "ecmp-nexthop"])
+def test_kernel_refusal_mid_plan_is_rolled_back_byte_for_byte(playbook, netns, bad, message):
+    lab(netns)
+    sh("ip", "-n", netns, "route", "add", "10.5.0.0/24", "via", "10.0.0.3", "proto", OWNER)           # ours, drifted: replaced
+    sh("ip", "-n", netns, "route", "add", "10.9.0.0/24", "via", "10.0.0.3", "proto", OWNER)           # ours, stale: purged last
+    sh("ip", "-n", netns, "route", "add", "10.8.0.0/24", "via", "10.0.0.3", "proto", "149")           # 0.1's: adopted
+    sh("ip", "-n", netns, "route", "add", "10.50.0.0/24", "via", "10.0.0.2", "proto", "static")       # the user's
+    before = ip_json("route", "show", "table", "all", netns=netns)
+    snap = snapshot(netns)
+    routes = [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}, {"dest": "10.8.0.0/24", "gateway": "10.0.0.3"},
+              {"dest": "10.6.0.0/24", "gateway": "10.0.0.2"}, bad, {"dest": "10.7.0.0/24", "gateway": "10.0.0.2"}]
+    r = playbook([task(netns, routes, purge=True)])
+    assert r.failed, r
+    assert r.last["msg"] == message + " (rolled back: 3 actions undone)"
+    assert r.last["changed"] is False and r.last["not_undone"] == [] and r.last["undo_errors"] == []
+    assert ip_json("route", "show", "table", "all", netns=netns) == before
+    assert snapshot(netns) == snap
 
 
 BAD = [
@@ -207,17 +255,18 @@ BAD = [
     ([{"dest": "10.244.2.0/24", "dev": "vd"}], [["link", "add", "vc", "type", "veth", "peer", "name", "vd"]],
      "route 10.244.2.0/24: dev vd is down; the kernel takes no route through a link that is not up"),
     ([{"dest": "10.0.0.0/24", "dev": "va"}], None,
-     "route 10.0.0.0/24: an existing route with this destination, table and metric is not owned by this task "
-     "(proto kernel, 10.0.0.0/24 dev va src 10.0.0.1; owned routes have proto 149); remove it or pick another metric or table"),
+     "route 10.0.0.0/24: an existing route with this destination, table and metric is not podnet.fabric's "
+     "(proto kernel: 10.0.0.0/24 dev va src 10.0.0.1) and owner itest-a does not take it over; remove it or pick another metric or table"),
     ([{"dest": "10.50.0.0/24", "gateway": "10.0.0.3"}], [["route", "add", "10.50.0.0/24", "via", "10.0.0.2", "proto", "static"]],
-     "route 10.50.0.0/24: an existing route with this destination, table and metric is not owned by this task "
-     "(proto static, 10.50.0.0/24 via 10.0.0.2 dev va; owned routes have proto 149); remove it or pick another metric or table"),
+     "route 10.50.0.0/24: an existing route with this destination, table and metric is not podnet.fabric's "
+     "(proto static: 10.50.0.0/24 via 10.0.0.2 dev va) and owner itest-a does not take it over; remove it or pick another metric or table"),
     ([{"dest": "10.50.0.0/24", "state": "absent"}], [["route", "add", "10.50.0.0/24", "via", "10.0.0.2", "proto", "static"]],
-     "route 10.50.0.0/24: an existing route with this destination, table and metric is not owned by this task "
-     "(proto static, 10.50.0.0/24 via 10.0.0.2 dev va; owned routes have proto 149); remove it or pick another metric or table"),
-    # the kernel refuses an onlink gateway that is a local address: caught while applying, rolled back
-    ([{"dest": "10.64.0.0/24", "gateway": "10.0.0.1", "dev": "va", "onlink": True}], None,
-     "add route 10.64.0.0/24 via 10.0.0.1 dev va onlink: Invalid argument (errno 22)"),
+     "route 10.50.0.0/24: an existing route with this destination, table and metric is not podnet.fabric's "
+     "(proto static: 10.50.0.0/24 via 10.0.0.2 dev va) and owner itest-a does not take it over; remove it or pick another metric or table"),
+    ([{"dest": "10.50.0.0/24", "gateway": "10.0.0.2"}], [["route", "add", "10.50.0.0/24", "via", "10.0.0.2", "proto", OTHER]],
+     "route 10.50.0.0/24: belongs to owner itest-b (proto %s: 10.50.0.0/24 via 10.0.0.2 dev va), not to owner itest-a; "
+     "refusing to take it over"),
+    # (a kernel refusal while applying: see test_kernel_refusal_mid_plan_is_rolled_back_byte_for_byte)
 ]
 
 
@@ -230,17 +279,35 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, netns, bad,
     # A valid route first in the list proves nothing is left behind when a later entry is bad.
     r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}] + bad)])
     assert r.failed, r
-    assert r.last["msg"] == message
+    assert r.last["msg"] == (message % registered(OTHER) if "%s" in message else message)
     assert snapshot(netns) == before
 
 
-def test_protocol_that_cannot_mark_ownership_is_refused(playbook, netns):
+def registered(owner):
+    """The owner's number as the registry file has it (read independently of the module)."""
+    with open("/etc/iproute2/rt_protos.d/podnet-fabric.conf") as handle:
+        for line in handle:
+            parts = line.split("#")[0].split()
+            if len(parts) == 2 and parts[1] == owner:
+                return int(parts[0])
+    raise AssertionError("owner %s is not registered" % owner)
+
+
+def test_protocol_pins_must_agree_with_the_registry(playbook, netns):
     lab(netns)
     before = snapshot(netns)
     r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], protocol=2, purge=True)])
-    assert r.failed and r.last["msg"] == ("protocol 2 (kernel): cannot mark ownership (0-3 are the kernel's and plain `ip route add`'s); "
-                                          "use 4..255, default 149")
+    assert r.failed and r.last["msg"].startswith("protocol 2 (kernel): cannot mark ownership"), r
+    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], protocol=149)])
+    assert r.failed and r.last["msg"].startswith("protocol 149: is release 0.1's unowned protocol"), r
+    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}])], check=True)
+    number = r.last["protocol"]
+    other = number + 1 if number < 179 else number - 1
+    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], protocol=other)])
+    assert r.failed and "route protocol %d" % other in r.last["msg"] and OWNER in r.last["msg"], r
     assert snapshot(netns) == before
+    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], protocol=number)])
+    assert not r.failed and r.changed and r.last["protocol"] == registered(OWNER) == number, r
 
 
 def test_missing_netns_is_an_error_and_is_not_created(playbook):
@@ -249,5 +316,5 @@ def test_missing_netns_is_an_error_and_is_not_created(playbook):
     assert r.failed and r.last["msg"] == "netns %s: does not exist" % missing
     # check mode plans against an empty namespace (an earlier task would create it)
     r = playbook([task(missing, [{"dest": "default", "gateway": "10.0.0.1"}])], check=True)
-    assert not r.failed and r.changed and r.last["actions"] == ["add route default via 10.0.0.1"], r
+    assert not r.failed and r.changed and r.last["actions"][-1] == "add route default via 10.0.0.1", r
     assert snapshot(missing) == {missing: None}
