@@ -2,7 +2,10 @@
 underlay, checked with `ip -json -d link`, `bridge -json fdb`, `ip -json neigh` and pings."""
 from __future__ import annotations
 
+import glob
 import json
+import os
+import stat
 import subprocess
 
 import pytest
@@ -11,6 +14,31 @@ from conftest import ip_json, sh, snapshot
 
 MAC = {1: "0a:58:00:00:01:01", 2: "0a:58:00:00:02:01"}
 UNDERLAY = {1: "192.168.77.1", 2: "192.168.77.2"}
+# Fixed owner names (the route tasks register route protocols host-wide); the VTEPs and peer
+# records live in the tests' own namespaces (records are per namespace and removed at teardown).
+OWNER, OTHER = "itest-a", "itest-b"
+STATE_DIR = "/var/lib/podnet-fabric"
+
+
+def record_path(ns, dev="flannel.1", owner=OWNER):
+    return os.path.join(STATE_DIR, owner, "vxlan-netns-%s:%s.json" % (ns, dev))
+
+
+def read_record(ns, dev="flannel.1", owner=OWNER):
+    with open(record_path(ns, dev, owner)) as handle:
+        return json.load(handle)
+
+
+def remove_records(*namespaces):
+    for ns in namespaces:
+        for path in glob.glob(os.path.join(STATE_DIR, "*", "vxlan-netns-%s:*" % ns)):
+            os.unlink(path)
+
+
+def vx(ns, vxlans, owner=OWNER, **kw):
+    args = {"netns": ns, "owner": owner, "vxlans": vxlans}
+    args.update(kw)
+    return {"podnet.fabric.vxlan": args}
 
 
 def no_link_local(*namespaces):
@@ -29,7 +57,9 @@ def snap(*namespaces):
     state = snapshot(*namespaces)
     for ns in namespaces:
         if state.get(ns) is not None:
-            state[ns]["fdb"] = json.loads(sh("bridge", "-n", ns, "-json", "fdb", "show") or "[]")
+            # every entry with all its attributes; sorted, since a dump lists a hash table's
+            # buckets (an entry removed and put back may come in another place)
+            state[ns]["fdb"] = sorted(json.loads(sh("bridge", "-n", ns, "-json", "fdb", "show") or "[]"), key=lambda e: json.dumps(e, sort_keys=True))
     return state
 
 
@@ -57,6 +87,13 @@ def pings(ns, *args):
 def nodes(netns_factory):
     """Two node namespaces on a veth underlay 192.168.77.0/24 (MTU 1500), a pod address on each lo."""
     n1, n2 = netns_factory("pnt-n1-"), netns_factory("pnt-n2-")
+    try:
+        yield _underlay(n1, n2)
+    finally:
+        remove_records(n1, n2)
+
+
+def _underlay(n1, n2):
     no_link_local(n1, n2)
     sh("ip", "-n", n1, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", n2)
     for i, ns in ((1, n1), (2, n2)):
@@ -74,8 +111,8 @@ def node_tasks(nodes, i, vni=1, **extra):
          "peers": [{"mac": MAC[j], "remote": UNDERLAY[j], "ip": "10.244.%d.0" % j}]}
     v.update(extra)
     return [
-        {"podnet.fabric.vxlan": {"netns": nodes[i], "vxlans": [v]}},
-        {"podnet.fabric.route": {"netns": nodes[i], "routes": [
+        vx(nodes[i], [v]),
+        {"podnet.fabric.route": {"netns": nodes[i], "owner": OWNER, "routes": [
             {"dest": "10.244.%d.0/24" % j, "gateway": "10.244.%d.0" % j, "dev": "flannel.1", "onlink": True}]}},
     ]
 
@@ -90,13 +127,16 @@ def test_flannel_vxlan_four_runs_pings_and_full_size_df(four_runs, playbook, nod
         data = dev["linkinfo"]["info_data"]
         assert dev["linkinfo"]["info_kind"] == "vxlan"
         assert (data["id"], data["port"], data["local"], data["link"], data["learning"]) == (1, 8472, UNDERLAY[i], "eth1", False)
-        assert (dev["mtu"], dev["address"], dev["ifalias"]) == (1450, MAC[i], "podnet.fabric")
+        assert (dev["mtu"], dev["address"], dev["ifalias"]) == (1450, MAC[i], "podnet.fabric:" + OWNER)
         assert "UP" in dev["flags"]
         assert [a["local"] + "/%d" % a["prefixlen"] for a in ip_json("addr", "show", "flannel.1", netns=nodes[i])[0]["addr_info"]] == [
             "10.244.%d.0/32" % i]
         assert peers(nodes[i]) == ({MAC[j]: UNDERLAY[j]}, {"10.244.%d.0" % j: MAC[j]})
         route = [r for r in ip_json("route", netns=nodes[i]) if r["dst"] == "10.244.%d.0/24" % j][0]
-        assert (route["gateway"], route["dev"], route["flags"], route["protocol"]) == ("10.244.%d.0" % j, "flannel.1", ["onlink"], "149")
+        assert (route["gateway"], route["dev"], route["flags"], route["protocol"]) == ("10.244.%d.0" % j, "flannel.1", ["onlink"], OWNER)
+        assert read_record(nodes[i]) == {"fdb": {MAC[j]: UNDERLAY[j]}, "neighbours": {"10.244.%d.0" % j: MAC[j]}}
+        mode = os.stat(record_path(nodes[i])).st_mode
+        assert stat.S_IMODE(mode) == 0o600 and stat.S_IMODE(os.stat(os.path.dirname(record_path(nodes[i]))).st_mode) == 0o700
     assert real.results[0]["diff"]["after"]["flannel.1"]["peers"] == [{"mac": MAC[2], "remote": UNDERLAY[2], "ip": "10.244.2.0"}]
 
     # packets: pod address to pod address across the tunnel, both ways
@@ -114,7 +154,8 @@ def test_flannel_vxlan_four_runs_pings_and_full_size_df(four_runs, playbook, nod
     r = playbook(tasks2)
     assert not r.failed, r
     vx_actions = r.results[0]["actions"]
-    assert vx_actions[0] == "recreate vxlan flannel.1 (vni 1 -> 2: cannot change in place)"
+    assert vx_actions[0] == "delete vxlan flannel.1 to recreate it (vni 1 -> 2: cannot change in place)"
+    assert vx_actions[1] == "create vxlan flannel.1 (vni 2, port 8472, local 192.168.77.1, dev eth1, nolearning)"
     assert vx_actions[-1] == ("re-add 1 route(s) through vxlan flannel.1 that the kernel dropped with the old link: "
                               "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
     assert not r.results[1]["changed"]  # the route module finds its route already back
@@ -130,70 +171,115 @@ def vtep_packets(ns, direction):
     return ip_json("-s", "link", "show", "flannel.1", netns=ns)[0]["stats64"][direction]["packets"]
 
 
-def test_peers_are_reconciled_and_purged_only_on_the_device(playbook, nodes):
+def test_peers_are_reconciled_and_only_the_owners_are_purged(playbook, nodes):
     ns = nodes[1]
     p2 = {"mac": MAC[2], "remote": UNDERLAY[2], "ip": "10.244.2.0"}
     p3 = {"mac": "0a:58:00:00:03:01", "remote": "192.168.77.3", "ip": "10.244.3.0"}
     base = {"name": "flannel.1", "vni": 1, "port": 8472, "local": UNDERLAY[1], "dev": "eth1"}
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [dict(base, peers=[p2, p3])]}}])
+    r = playbook([vx(ns, [dict(base, peers=[p2, p3])])])
     assert not r.failed and r.changed, r
     assert peers(ns) == ({MAC[2]: UNDERLAY[2], p3["mac"]: p3["remote"]}, {"10.244.2.0": MAC[2], "10.244.3.0": p3["mac"]})
     kernel_entries = [e for e in fdb(ns) if "dst" not in e]  # the device's own address list
-    # entries made by hand: a dynamic neighbour (never ours), a stale peer's node IP change
+    # entries made by hand: a dynamic neighbour, the user's static FDB entry and permanent
+    # neighbour on the same device (never ours), a stale peer's node IP change
     sh("ip", "-n", ns, "neigh", "add", "10.244.9.9", "lladdr", "0a:58:00:00:09:01", "dev", "flannel.1", "nud", "reachable")
+    sh("bridge", "-n", ns, "fdb", "append", "0a:58:00:00:0a:01", "dev", "flannel.1", "dst", "192.168.77.10", "self", "permanent")
+    sh("bridge", "-n", ns, "fdb", "append", "00:00:00:00:00:00", "dev", "flannel.1", "dst", "192.168.77.11", "self", "permanent")
+    sh("ip", "-n", ns, "neigh", "replace", "10.244.10.0", "lladdr", "0a:58:00:00:0a:01", "dev", "flannel.1", "nud", "permanent")
     sh("bridge", "-n", ns, "fdb", "replace", MAC[2], "dev", "flannel.1", "dst", "192.168.77.99")
+    users = [e for e in fdb(ns) if e["mac"] in ("0a:58:00:00:0a:01", "00:00:00:00:00:00")]
+    user_neigh = ip_json("neigh", "show", "10.244.10.0", "dev", "flannel.1", netns=ns)
 
     # node 3 left the cluster, node 2's entry drifted: one run puts both right
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [dict(base, peers=[p2])]}}])
+    r = playbook([vx(ns, [dict(base, peers=[p2])])])
     assert not r.failed and r.changed, r
     assert r.last["actions"] == [
         "remove fdb entry 0a:58:00:00:03:01 dst 192.168.77.3 from vxlan flannel.1",
         "change fdb entry 0a:58:00:00:02:01 on vxlan flannel.1: dst 192.168.77.99 -> 192.168.77.2",
         "remove permanent neighbour 10.244.3.0 lladdr 0a:58:00:00:03:01 from vxlan flannel.1",
+        "record 1 fdb entries and 1 neighbours of vxlan flannel.1 in %s" % record_path(ns),
     ]
-    assert peers(ns) == ({MAC[2]: UNDERLAY[2]}, {"10.244.2.0": MAC[2]})
+    assert peers(ns)[0][MAC[2]] == UNDERLAY[2] and p3["mac"] not in peers(ns)[0]
     assert [e for e in fdb(ns) if "dst" not in e] == kernel_entries
+    assert [e for e in fdb(ns) if e["mac"] in ("0a:58:00:00:0a:01", "00:00:00:00:00:00")] == users
+    assert ip_json("neigh", "show", "10.244.10.0", "dev", "flannel.1", netns=ns) == user_neigh
     assert [n["dst"] for n in ip_json("neigh", "show", "dev", "flannel.1", netns=ns) if n["dst"] == "10.244.9.9"] == ["10.244.9.9"]
-
-    # purge_peers: false keeps undeclared entries
-    sh("ip", "-n", ns, "neigh", "replace", "10.244.8.0", "lladdr", "0a:58:00:00:08:01", "dev", "flannel.1", "nud", "permanent")
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [dict(base, peers=[p2], purge_peers=False)]}}])
+    assert read_record(ns) == {"fdb": {MAC[2]: UNDERLAY[2]}, "neighbours": {"10.244.2.0": MAC[2]}}
+    r = playbook([vx(ns, [dict(base, peers=[p2])])])
     assert not r.failed and not r.changed, r
-    assert peers(ns)[1] == {"10.244.2.0": MAC[2], "10.244.8.0": "0a:58:00:00:08:01"}
+
+    # purge_peers: false keeps the owner's undeclared entries too (and goes on recording them)
+    r = playbook([vx(ns, [dict(base, peers=[p3], purge_peers=False)])])
+    assert not r.failed and r.changed, r
+    r = playbook([vx(ns, [dict(base, peers=[], purge_peers=False)])])
+    assert not r.failed and not r.changed, r
+    assert read_record(ns)["fdb"] == {MAC[2]: UNDERLAY[2], p3["mac"]: p3["remote"]}
+    r = playbook([vx(ns, [dict(base, peers=[])])])
+    assert not r.failed and r.changed, r
+    assert not os.path.exists(record_path(ns))
+    assert peers(ns) == ({"0a:58:00:00:0a:01": "192.168.77.10", "00:00:00:00:00:00": "192.168.77.11"},
+                         {"10.244.10.0": "0a:58:00:00:0a:01"})
 
 
 def test_default_mac_is_stable_across_recreation(playbook, nodes):
     ns = nodes[1]
     v = {"name": "vxlan.calico", "vni": 4096, "local": UNDERLAY[1], "dev": "eth1"}
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [v]}}])
+    r = playbook([vx(ns, [v])])
     assert not r.failed and r.changed, r
     dev = vtep(ns, "vxlan.calico")
     mac = dev["address"]
     assert int(mac[:2], 16) & 0x03 == 0x02  # unicast, locally administered
     assert dev["linkinfo"]["info_data"]["port"] == 4789 and dev["mtu"] == 1450
     assert r.last["vxlans"][0]["mac"] == mac
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [dict(v, state="absent")]}}])
+    r = playbook([vx(ns, [dict(v, state="absent")])])
     assert not r.failed and r.changed and "vxlan.calico" not in link_names(ns), r
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [dict(v, state="absent")]}}])
+    r = playbook([vx(ns, [dict(v, state="absent")])])
     assert not r.failed and not r.changed, r
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [v]}}])
+    r = playbook([vx(ns, [v])])
     assert not r.failed and vtep(ns, "vxlan.calico")["address"] == mac
 
 
-def test_purge_removes_only_owned_vxlans(playbook, nodes):
+def test_purge_removes_only_the_owners_vxlans(playbook, nodes):
     ns = nodes[1]
     sh("ip", "-n", ns, "link", "add", "vxuser", "type", "vxlan", "id", "42", "dstport", "4789", "dev", "eth1")  # not ours
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [
-        {"name": "flannel.1", "vni": 1, "local": UNDERLAY[1], "dev": "eth1"},
-        {"name": "vxold", "vni": 7, "local": UNDERLAY[1], "dev": "eth1"}]}}])
+    r = playbook([vx(ns, [{"name": "flannel.1", "vni": 1, "local": UNDERLAY[1], "dev": "eth1"},
+                          {"name": "vxold", "vni": 7, "local": UNDERLAY[1], "dev": "eth1"}]),
+                  vx(ns, [{"name": "vxother", "vni": 8, "local": UNDERLAY[1], "dev": "eth1"}], owner=OTHER)])
     assert not r.failed, r
-    user = vtep(ns, "vxuser")
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "purge": True, "vxlans": [
-        {"name": "flannel.1", "vni": 1, "local": UNDERLAY[1], "dev": "eth1"}]}}])
+    user, other = vtep(ns, "vxuser"), vtep(ns, "vxother")
+    r = playbook([vx(ns, [{"name": "flannel.1", "vni": 1, "local": UNDERLAY[1], "dev": "eth1"}], purge=True)])
     assert not r.failed and r.changed and r.last["actions"] == ["delete vxlan vxold"], r
     names = link_names(ns)
     assert "flannel.1" in names and "vxold" not in names
-    assert vtep(ns, "vxuser") == user
+    assert vtep(ns, "vxuser") == user and vtep(ns, "vxother") == other
+    # another owner's device cannot be declared (nor deleted) by this owner
+    r = playbook([vx(ns, [{"name": "vxother", "state": "absent"}])])
+    assert r.failed and r.last["msg"] == "vxlan vxother: belongs to owner itest-b, not to owner itest-a; refusing to take it over", r
+    assert vtep(ns, "vxother") == other
+
+
+def test_kernel_refusal_mid_plan_is_rolled_back_byte_for_byte(playbook, nodes):
+    """The n-th device gets an IPv6 address the kernel refuses (IPv6 is off for new links in this
+    namespace) after earlier devices were created and changed: all of it is undone."""
+    ns = nodes[1]
+    p2 = {"mac": MAC[2], "remote": UNDERLAY[2], "ip": "10.244.2.0"}
+    base = {"name": "flannel.1", "vni": 1, "port": 8472, "local": UNDERLAY[1], "dev": "eth1", "addresses": ["10.244.1.0/32"]}
+    r = playbook([vx(ns, [dict(base, peers=[p2]), {"name": "vxstale", "vni": 9, "dev": "eth1"}])])
+    assert not r.failed, r
+    sh("bridge", "-n", ns, "fdb", "append", "0a:58:00:00:0a:01", "dev", "flannel.1", "dst", "192.168.77.10", "self", "permanent")
+    sh("sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1", netns=ns)
+    before, record = snap(ns), read_record(ns)
+    p3 = {"mac": "0a:58:00:00:03:01", "remote": "192.168.77.3", "ip": "10.244.3.0"}
+    r = playbook([vx(ns, [dict(base, peers=[p3], mtu=1400, addresses=["10.244.1.0/32", "10.244.1.1/32"]),
+                          {"name": "vx.new", "vni": 5, "dev": "eth1"},
+                          {"name": "vx.bad", "vni": 6, "dev": "eth1", "addresses": ["fd00:77::1/64"]}], purge=True)])
+    assert r.failed, r
+    assert r.last["msg"].startswith("add address fd00:77::1/64 to vxlan vx.bad: ")
+    assert r.last["msg"].endswith(" actions undone)") and "rolled back" in r.last["msg"], r
+    assert r.last["changed"] is False and r.last["not_undone"] == [], r
+    assert "delete vxlan vxstale" in r.last["actions"] and "delete vxlan vxstale" not in r.last["done"]
+    assert snap(ns) == before
+    assert read_record(ns) == record
 
 
 BAD = [
@@ -203,7 +289,9 @@ BAD = [
     ({}, [["link", "add", "flannel.1", "type", "veth", "peer", "name", "fpeer"]],
      "vxlan flannel.1: the name is taken by a link of kind veth, not vxlan"),
     ({}, [["link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472"]],
-     "vxlan flannel.1: a vxlan link of that name exists and is not owned by podnet.fabric (alias None); remove it or pick another name"),
+     "vxlan flannel.1: a vxlan link of that name exists and is not podnet.fabric's (alias None); remove it or pick another name"),
+    ({}, [["link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472"], ["link", "set", "flannel.1", "alias", "podnet.fabric:itest-b"]],
+     "vxlan flannel.1: belongs to owner itest-b, not to owner itest-a; refusing to take it over"),
     ({}, [["link", "add", "vxuser", "type", "vxlan", "id", "1", "dstport", "8472"]],
      "vxlan flannel.1: VNI 1 on port 8472 is already used by vxlan vxuser in this namespace"),
     ({"mtu": 1500}, None, "vxlan flannel.1: mtu 1500 is more than uplink eth1's MTU 1500 minus 50 bytes of VXLAN overhead (at most 1450)"),
@@ -226,7 +314,7 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, nodes, chan
     before = snap(ns)
     ok = {"name": "vx.ok", "vni": 77, "local": UNDERLAY[1], "dev": "eth1"}  # valid, listed first
     bad = dict({"name": "flannel.1", "vni": 1, "port": 8472, "local": UNDERLAY[1], "dev": "eth1"}, **change)
-    r = playbook([{"podnet.fabric.vxlan": {"netns": ns, "vxlans": [ok, bad]}}])
+    r = playbook([vx(ns, [ok, bad])])
     assert r.failed, r
     assert r.last["msg"] == message
     assert snap(ns) == before
@@ -234,6 +322,6 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, nodes, chan
 
 def test_missing_netns_is_an_error(playbook):
     missing = "pnt-no-such-ns"
-    r = playbook([{"podnet.fabric.vxlan": {"netns": missing, "vxlans": [{"name": "flannel.1", "vni": 1}]}}])
+    r = playbook([vx(missing, [{"name": "flannel.1", "vni": 1}])])
     assert r.failed and r.last["msg"] == "netns %s: does not exist" % missing
     assert snapshot(missing) == {missing: None}
