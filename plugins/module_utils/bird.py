@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 import time
 
 from ansible_collections.podnet.fabric.plugins.module_utils.owner import mark
@@ -411,9 +412,9 @@ class Bird(object):
         Raises FabricError quoting BIRD's message and line (naming the peer when the line is in
         ``owner_file``)."""
         token = secrets.token_hex(4)
-        stage_dir = os.path.join(self.directory, ".staging-%s" % token)
+        parent = os.path.dirname(self.directory)
+        stage_dir = tempfile.mkdtemp(prefix=".podnet-staging-", dir=parent if os.path.isdir(parent) else None)
         stage_main = os.path.join(os.path.dirname(self.config) or ".", ".%s.podnet-%s" % (os.path.basename(self.config), token))
-        os.makedirs(stage_dir, mode=0o700)
         try:
             names = {}
             for path, text in files.items():

@@ -189,7 +189,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-path:
+file:
   description: The owner's peers file.
   returned: always
   type: str
@@ -275,7 +275,7 @@ def build(ctx):
     p = ctx.params
     peers = [bird.normalize(peer, p["node_ip"], p["as_number"]) for peer in p["peers"]]
     plan, info = bird.plan(daemon(ctx), ctx.owner, peers, purge=p["purge"])
-    return plan, {"path": info["path"], "added": info["added"], "changed_peers": info["changed"],
+    return plan, {"file": info["path"], "added": info["added"], "changed_peers": info["changed"],
                   "removed": info["removed"], "protocols": info["protocols"]}
 
 
