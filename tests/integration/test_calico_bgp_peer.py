@@ -39,7 +39,7 @@ class Daemon(object):
         self.log = os.path.join(self.dir, "bird.log")
         with open(self.conf, "w") as handle:
             handle.write('log "%s" all;\nrouter id %s;\nprotocol device {}\nprotocol direct { ipv4; interface "*"; }\n'
-                         "protocol static { ipv4; route %s blackhole; }\n" % (self.log, ip, pod_cidr))
+                         "protocol static { ipv4; route %s blackhole; }\nprotocol bfd {}\n" % (self.log, ip, pod_cidr))
         sh("bird", "-c", self.conf, "-s", self.sock, "-P", self.pidfile, netns=netns)
 
     def birdc(self, *args):
@@ -102,7 +102,7 @@ def eventually(get, ok, timeout=30.0):
 
 
 def peer_of(daemon, **extra):
-    peer = dict(peer_ip=daemon.ip, as_number=daemon.asn, password=PASSWORD, export_filter="all")
+    peer = dict(peer_ip=daemon.ip, as_number=daemon.asn, password=PASSWORD, export_filter="all", bfd=True, max_restart_time="90s")
     peer.update(extra)
     return peer
 
@@ -134,6 +134,9 @@ def test_ebgp_md5_sessions_routes_check_mode_idempotence(playbook, pair):
     route = eventually(lambda: b.birdc("show", "route", "10.244.1.0/24", "all"), lambda out: NAME_B in out)
     assert re.search(r"10\.244\.1\.0/24\s+unicast \[%s " % NAME_B, route) and "as_path: %d" % AS_A in route, route
     assert "md5keys:%s/32" % IP_B in sh("ss", "-tnie", netns=a.netns)
+    assert "Restart time: 90" in a.birdc("show", "protocols", "all", NAME_A)   # max_restart_time
+    bfd = eventually(lambda: a.birdc("show", "bfd", "sessions"), lambda out: re.search(r"^%s\s.*\sUp\s" % re.escape(IP_B), out, re.M))
+    assert re.search(r"^%s\s.*\sUp\s" % re.escape(IP_B), bfd, re.M), bfd
     sessions = {s["name"]: s for s in run.last["sessions"]}
     assert sessions[NAME_B]["state"] == "Established" and isinstance(sessions[NAME_B]["uptime"], int), sessions
     assert set(sessions[NAME_B]["routes"]) == {"imported", "exported", "preferred", "filtered"}, sessions
@@ -170,6 +173,12 @@ def test_config_bird_rejects_changes_nothing(playbook, pair):
     line = a.protocol_line(NAME_A)
     assert line[-1] == "Established" and line[4] == since, line
     assert a.protocol_line("Node_10_253_0_9") is None
+
+    # A valid change BIRD takes, but the peer disagrees (wrong MD5 password): the module says so.
+    wrong = playbook([a.task([peer_of(b, password="not-the-password")], wait=True, wait_timeout=4)])
+    assert wrong.failed and wrong.last["changed"], wrong
+    assert wrong.last["msg"].startswith("sessions not Established after 4 s: %s " % NAME_A), wrong.last["msg"]
+    assert "not-the-password" not in str(wrong.results)
 
 
 def test_purge_removes_only_the_owners_peers(playbook, pair):
