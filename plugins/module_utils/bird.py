@@ -40,7 +40,7 @@ MASK = "********"
 
 _SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PASSWORD_RE = re.compile(r'(\bpassword\s+)"(?:[^"\\]|\\.)*"')
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _BIRD_ERROR_RE = re.compile(r"^(?:bird: )?(?P<path>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+) (?P<msg>.*)$", re.M)
 _PROTOCOL_RE = re.compile(r"^\s*protocol\s+bgp\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 
@@ -77,7 +77,8 @@ def parse_duration(value):
     if not re.match(r"^(\d+(\.\d+)?(h|ms|m|s))+$", text):
         raise ValueError("%r is not a duration (seconds, or like 20s, 2m, 1m30s)" % value)
     scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    return int(round(sum(float(n) * scale[u] for n, u in _DURATION_RE.findall(text))))
+    # Calico rounds half away from zero (Go's math.Round), not to even.
+    return int(sum(float(n) * scale[u] for n, u in _DURATION_RE.findall(text)) + 0.5)
 
 
 def protocol_name(ip, port=None, prefix="Node"):
