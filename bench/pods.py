@@ -4,29 +4,30 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """bench/pods: wire N pods on a bridge, through the collection and through the CNI plugins.
 
-Issue 3. In one run, inside throw-away network namespaces only:
+Issues 3 and 8. In one run, for each pod count (default 50 and 200), inside throw-away network
+namespaces only:
 
 * CNI side - a "node" netns holds cni0; the pods' namespaces are made as a runtime would
   (``ip netns add`` + loopback up, timed separately as "runtime netns setup"), then for each pod
-  the reference plugins of Debian's containernetworking-plugins (bridge, which calls host-local)
-  are exec'd once with CNI_COMMAND=ADD, the plugin process joined to the node netns (setns
-  between fork and exec), so cni0 and the host-side veths live there, never on the host.
+  the reference plugins of Debian's containernetworking-plugins (bridge, which calls host-local,
+  with the ipam route 0.0.0.0/0: the pod's default route) are exec'd once with
+  CNI_COMMAND=ADD, the plugin process joined to the node netns (setns between fork and exec),
+  so cni0 and the host-side veths live there, never on the host.
 * collection side - one playbook (localhost, connection local, no facts) per target Python:
-  podnet.fabric.netns (node + pods), .bridge (cni0 + gateway), .veth (pods, host-local style
-  addresses .2 .. .N+1, hairpin, and each pod's default route through the veth entry's
-  ``gateway``, as the CNI bridge plugin installs it in the same ADD): three tasks. With
-  ``--route-loop`` the default route comes from .route instead, looped over the pods (one
-  invocation per pod, as before veth had ``gateway``). Then an empty playbook with the same
-  settings (Ansible's start-up), then the same playbook again, which must report changed=0.
+  ONE task, podnet.fabric.pods (owner ``bench``): the pods' namespaces, addresses from its
+  host-local style IPAM (a temporary data dir), veth pairs, cni0 with the gateway
+  (``manage_bridge``), hairpin, each pod's default route. The node namespace is made with
+  ``ip netns add`` first, as the runtime makes it on the CNI side. With ``--three-tasks`` the
+  release-0.1 way runs too: podnet.fabric.netns + .bridge + .veth (with ``gateway``). Then an
+  empty playbook with the same settings (Ansible's start-up), then the same playbook again,
+  which must report changed=0.
 
 Both sides are verified with independent tools (``ip -json``, ``ping``) and the host's links
 are checked while each side's objects exist. Everything is deleted in a ``finally``.
 
-Do not run it while the integration tests run: ``netns`` with ``purge: true`` (a test does
-that) deletes every namespace podnet.fabric created that it was not told about - this bench's too.
-
-Run as root: ``.venv/bin/python bench/pods.py [--pods 50] [--python /usr/bin/python3 ...]``.
-Not part of the test suite.
+Run as root: ``.venv/bin/python bench/pods.py [--pods 50 --pods 200] [--python /usr/bin/python3 ...]``.
+Not part of the test suite. Do not run it alongside the integration tests (CPU, not purge: the
+bench's owner ``bench`` is its own).
 """
 from __future__ import annotations
 
@@ -51,10 +52,11 @@ CNI_PATH = "/usr/lib/cni"
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 
-# Targets from issue 3.
-TARGET_NOOP_WALL = 2.0          # s
-TARGET_COLD_OVER_CNI = 2.0      # cold playbook wall <= 2x the CNI plugins
-TARGET_OWN_OVER_CNI = 1.0       # module's own time below the CNI plugins'
+# Targets from issue 8 (no-op at 50 pods; the 200-pod run shows how the cost grows).
+TARGET_NOOP_WALL = 1.5          # s
+TARGET_COLD_OVER_CNI = 2.0      # cold playbook wall <= 2x the CNI total
+TARGET_OWN_OVER_CNI = 1.0       # module's own time below the CNI total
+OWNER = "bench"
 
 COLLECTIONS_PATH = [str(REPO / ".collections")]  # --collections-path: benchmark another copy
 DEFAULT_PYTHONS = ["/usr/bin/python3", str(VENV_BIN / "python")]
@@ -275,7 +277,7 @@ def _duration(d):
         return None
 
 
-def run_playbook(path, python, tmp):
+def run_playbook(path, python, tmp, keep_results=False):
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
            "-e", "ansible_python_interpreter=%s" % python, str(path)]
     t0, c0 = time.monotonic(), cpu_children()
@@ -285,10 +287,11 @@ def run_playbook(path, python, tmp):
         doc = json.loads(proc.stdout)
     except ValueError as exc:
         raise RuntimeError("ansible-playbook %s printed no JSON (rc %d):\n%s\n%s" % (path, proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])) from exc
-    tasks = []
+    tasks, results = [], []
     for play in doc.get("plays", []):
         for task in play.get("tasks", []):
             res = task["hosts"].get("localhost", {})
+            results.append(res)
             tasks.append({"name": task["task"]["name"], "seconds": _duration(task["task"].get("duration", {})),
                           "changed": bool(res.get("changed")), "failed": bool(res.get("failed")),
                           "msg": [res.get("msg")] + ["%s: %s" % (r.get("item"), r.get("msg")) for r in res.get("results", []) if r.get("failed")][:3]})
@@ -296,55 +299,55 @@ def run_playbook(path, python, tmp):
     if proc.returncode != 0 or stats.get("failures") or stats.get("unreachable"):
         bad = [t for t in tasks if t["failed"]]
         raise RuntimeError("ansible-playbook %s failed (rc %d): %s\n%s" % (path, proc.returncode, bad or stats, proc.stderr[-2000:]))
-    return {"wall": wall, "cpu": cpu, "tasks": tasks, "changed": stats.get("changed", 0)}
+    out = {"wall": wall, "cpu": cpu, "tasks": tasks, "changed": stats.get("changed", 0)}
+    if keep_results:
+        out["results"] = results
+    return out
 
 
 class CollectionSide(object):
-    """``route``: None (no default route), "gateway" (veth's per-entry gateway, the main
-    comparison) or "loop" (podnet.fabric.route looped over the pods, one invocation each)."""
+    """``variant``: "pods" (one podnet.fabric.pods task, the main comparison) or "tasks" (the
+    release-0.1 way: netns + bridge + veth with gateway, three tasks)."""
 
-    def __init__(self, run_id, tag, pods, subnet_prefix, tmp, route):
+    def __init__(self, run_id, tag, pods, subnet_prefix, tmp, variant):
         self.tag = tag
         self.node = "pnb%s-%s" % (run_id, tag)
         self.pods = ["pnb%s-%s-p%03d" % (run_id, tag, i) for i in range(1, pods + 1)]
         self.prefix = subnet_prefix
         self.gateway = "%s.1" % subnet_prefix
         self.tmp = tmp
-        self.route = route
-        self.with_route = route is not None
+        self.variant = variant
+        self.data_dir = os.path.join(tmp, "ipam-%s" % tag)
 
     def address(self, i):
         return "%s.%d/24" % (self.prefix, i + 1)  # host-local style: .1 is the gateway, pods from .2
 
-    def veth_entry(self, i, pod):
-        entry = {"name": "veth-p%03d" % i, "peer_netns": pod, "addresses": [self.address(i)], "bridge": "cni0", "hairpin": True}
-        if self.route == "gateway":
-            # default via the gateway dev eth0 in the pod, in the same call: what the CNI bridge
-            # plugin does with the ipam routes 0.0.0.0/0 (isDefaultGateway).
-            entry["gateway"] = self.gateway
-        return entry
+    def veth_name(self, i):
+        return "veth-p%03d" % i
 
     def tasks(self):
-        tasks = [
-            {"name": "namespaces", "podnet.fabric.netns": {"namespaces": [self.node] + self.pods}},
-            {"name": "bridge", "podnet.fabric.bridge": {"netns": self.node, "bridges": [
+        if self.variant == "pods":
+            return [{"name": "pods", "podnet.fabric.pods": {
+                "owner": OWNER, "netns": self.node, "bridge": "cni0", "manage_bridge": True, "hairpin": True,
+                "ipam": {"subnet": "%s.0/24" % self.prefix, "data_dir": self.data_dir, "network": "podnet-bench"},
+                "pods": [{"name": pod, "veth": self.veth_name(i)} for i, pod in enumerate(self.pods, 1)]}}]
+        return [
+            {"name": "namespaces", "podnet.fabric.netns": {"owner": OWNER, "namespaces": self.pods}},
+            {"name": "bridge", "podnet.fabric.bridge": {"owner": OWNER, "netns": self.node, "bridges": [
                 {"name": "cni0", "addresses": ["%s/24" % self.gateway]}]}},
-            {"name": "veths", "podnet.fabric.veth": {"netns": self.node, "veths": [
-                self.veth_entry(i, pod) for i, pod in enumerate(self.pods, 1)]}},
+            {"name": "veths", "podnet.fabric.veth": {"owner": OWNER, "netns": self.node, "veths": [
+                {"name": self.veth_name(i), "peer_netns": pod, "addresses": [self.address(i)], "bridge": "cni0",
+                 "hairpin": True, "gateway": self.gateway} for i, pod in enumerate(self.pods, 1)]}},
         ]
-        if self.route == "loop":
-            # --route-loop: the way before veth had `gateway`. The route module acts in one
-            # netns per call, so this is one module invocation per pod.
-            tasks.append({"name": "routes", "podnet.fabric.route": {
-                "netns": "{{ item }}", "routes": [{"dest": "default", "gateway": self.gateway}]},
-                "loop": self.pods})
-        return tasks
 
     def write(self, name, tasks):
         path = Path(self.tmp) / name
         path.write_text(json.dumps([{"name": "bench pods", "hosts": "localhost", "connection": "local",
                                      "gather_facts": False, "tasks": tasks}], indent=1), encoding="utf-8")
         return path
+
+    def make_node(self):
+        sh("ip", "netns", "add", self.node)
 
     def verify(self):
         problems = []
@@ -361,14 +364,12 @@ class CollectionSide(object):
                 eth0 += 1
             else:
                 problems.append("%s eth0: %s %s, expected %s" % (pod, links[0].get("flags") if links else "missing", addrs, self.address(i)))
-            if self.with_route:
-                route = default_route(pod, self.gateway)
-                # veth's gateway marks its route proto 149 (podnet.fabric's); `ip` prints the number.
-                if route and (self.route != "gateway" or str(route.get("protocol")) == "149"):
-                    routes += 1
-                else:
-                    problems.append("%s: no default route via %s dev eth0%s (%s)" % (
-                        pod, self.gateway, " proto 149" if self.route == "gateway" else "", route))
+            route = default_route(pod, self.gateway)
+            # The owner's route protocol, named in rt_protos.d: ip prints the owner.
+            if route and str(route.get("protocol")) == OWNER:
+                routes += 1
+            else:
+                problems.append("%s: no default route via %s dev eth0 proto %s (%s)" % (pod, self.gateway, OWNER, route))
         target = self.address(len(self.pods)).split("/")[0]
         attempts = ping(self.pods[0], target)
         if not attempts:
@@ -382,15 +383,24 @@ class CollectionSide(object):
 def run_collection(side, python):
     empty = side.write("empty-%s.yml" % side.tag, [])
     play = side.write("pods-%s.yml" % side.tag, side.tasks())
-    out = {"python": python, "pyroute2": pyroute2_version(python), "route": side.route}
+    out = {"python": python, "pyroute2": pyroute2_version(python), "variant": side.variant}
+    side.make_node()
     out["empty"] = run_playbook(empty, python, side.tmp)
     out["cold"] = run_playbook(play, python, side.tmp)
     out["noop"] = run_playbook(play, python, side.tmp)
     out["own"] = out["cold"]["wall"] - out["empty"]["wall"]
-    out["netns_task"] = task_seconds(out["cold"], "namespaces")
+    out["module_timing"] = side_timing(play, python, side)
     problems, eth0, routes, attempts, target = side.verify()
     out.update(problems=problems, eth0=eth0, routes=routes, ping_attempts=attempts, ping_target=target, host_links=host_links())
     return out
+
+
+def side_timing(play, python, side):
+    """The pods module's own split (plan/apply seconds) from one more no-op run's result."""
+    if side.variant != "pods":
+        return None
+    run = run_playbook(play, python, side.tmp, keep_results=True)
+    return run["results"][0].get("timing") if run["results"] else None
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -412,14 +422,13 @@ def _tasks(run):
     return ", ".join("%s %.2f" % (t["name"], t["seconds"] or 0) for t in run["tasks"])
 
 
-def report(args, cni, cni_check, runs, host_check):
-    n = args.pods
+def report(args, n, cni, cni_check, runs, host_check):
     plug, plug_cpu = cni.times["plugins"], cni.times["plugins_cpu"]
     cni_all, cni_all_cpu = plug + cni.times["netns"], plug_cpu + cni.times["netns_cpu"]
     lines = []
     add = lines.append
     add("")
-    add("bench/pods: %d pods on cni0 (host-local style addresses), %s, %d CPUs, load average %s before / %s after"
+    add("bench/pods: %d pods on cni0 (host-local style addresses, default route), %s, %d CPUs, load average %s before / %s after"
         % (n, args.started, os.cpu_count(), args.load_before, loadavg()))
     if args.collections_path:
         add("podnet.fabric from %s" % COLLECTIONS_PATH[0])
@@ -429,133 +438,91 @@ def report(args, cni, cni_check, runs, host_check):
     add(_row("plugins, CNI_COMMAND=ADD x%d" % n, plug, plug_cpu,
              "%.1f ms/pod (median %.1f)" % (1000 * plug / n, 1000 * statistics.median(cni.per_pod))))
     add(_row("CNI total: plugins + netns setup", cni_all, cni_all_cpu))
-    add("  pods' default route (ipam routes 0.0.0.0/0): %s" % (
-        "yes, seen in %d/%d pods" % (cni.routes, n) if cni.default_route else "no (--no-route: neither side installs one)"))
-    if cni.default_route and not any(r["route"] for r in runs):
-        add("  (the collection side installs no default route: the CNI side does more work here)")
+    add("  pods' default route (ipam routes 0.0.0.0/0): seen in %d/%d pods" % (cni.routes, n))
     add("  verify: %s; ping pod 1 -> pod %d (%s): %s" % (
         "ok" if not cni_check[0] else "; ".join(cni_check[0][:5]), n, cni_check[2],
         "ok (attempt %d)" % cni_check[1] if cni_check[1] else "FAILED"))
     for r in runs:
         cold, empty, noop = r["cold"], r["empty"], r["noop"]
         own, own_cpu = r["own"], cold["cpu"] - empty["cpu"]
-        loop = r["route"] == "loop"
-        route_cold = task_seconds(cold, "routes") if loop else 0.0
-        route_noop = task_seconds(noop, "routes") if loop else 0.0
         add("")
-        add("collection, target python %s (pyroute2 %s)" % (r["python"], r["pyroute2"]))
-        add("  pods' default route: %s" % {
-            "gateway": "veth's per-entry gateway (3 tasks: netns, bridge, veth)",
-            "loop": "--route-loop: podnet.fabric.route looped over the pods (%d invocations, 4th task)" % n,
-            None: "none (--no-route)"}[r["route"]])
+        add("collection, target python %s (pyroute2 %s): %s" % (r["python"], r["pyroute2"], {
+            "pods": "ONE task, podnet.fabric.pods", "tasks": "--three-tasks: netns + bridge + veth with gateway"}[r["variant"]]))
         add(_row("empty playbook (Ansible start-up)", empty["wall"], empty["cpu"]))
         add(_row("cold playbook", cold["wall"], cold["cpu"], "changed=%d" % cold["changed"]))
         add(_row("module's own time (cold - empty)", own, own_cpu, "%.1f ms/pod" % (1000 * own / n)))
         add("    tasks (callback, wall s): %s" % _tasks(cold))
-        if loop:
-            add(_row("own time without the route loop (%d invocations)" % n, own - route_cold))
         add(_row("no-op re-run", noop["wall"], noop["cpu"], "changed=%d" % noop["changed"]))
         add("    tasks (callback, wall s): %s" % _tasks(noop))
-        if loop:
-            add(_row("no-op re-run without the route loop", noop["wall"] - route_noop))
-        add("  verify: %d/%d eth0 up with the right address; %s; %s; ping pod 1 -> pod %d (%s): %s" % (
-            r["eth0"], n, "default route in %d/%d pods" % (r["routes"], n) if r["route"] else "no default route",
-            "ok" if not r["problems"] else "; ".join(r["problems"][:5]), n, r["ping_target"],
+        if r.get("module_timing"):
+            add("    pods module's own split on a no-op (s): %s" % ", ".join("%s %.3f" % kv for kv in sorted(r["module_timing"].items())))
+        add("  verify: %d/%d eth0 up with the right address; default route (proto %s) in %d/%d pods; %s; ping pod 1 -> pod %d (%s): %s" % (
+            r["eth0"], n, OWNER, r["routes"], n, "ok" if not r["problems"] else "; ".join(r["problems"][:5]), n, r["ping_target"],
             "ok (attempt %d)" % r["ping_attempts"] if r["ping_attempts"] else "FAILED"))
         add("  ratios")
         add(_ratio("own / CNI total (both sides create the namespaces)", own / cni_all,
                    "< %.0f" % TARGET_OWN_OVER_CNI, own / cni_all < TARGET_OWN_OVER_CNI))
-        add(_ratio("(own - netns task) / CNI plugins (neither side does)", (own - r["netns_task"]) / plug,
-                   "< %.0f" % TARGET_OWN_OVER_CNI, (own - r["netns_task"]) / plug < TARGET_OWN_OVER_CNI))
-        if loop:
-            add(_ratio("own without the route loop / CNI total", (own - route_cold) / cni_all))
         add(_ratio("own / CNI total, in CPU seconds", own_cpu / cni_all_cpu))
         add(_ratio("cold wall / CNI total", cold["wall"] / cni_all,
                    "<= %.0f" % TARGET_COLD_OVER_CNI, cold["wall"] / cni_all <= TARGET_COLD_OVER_CNI))
-        add(_ratio("cold wall / CNI plugins only", cold["wall"] / plug,
-                   "<= %.0f" % TARGET_COLD_OVER_CNI, cold["wall"] / plug <= TARGET_COLD_OVER_CNI))
         add(_ratio("no-op wall, s (changed=%d)" % noop["changed"], noop["wall"],
-                   "<= %.0f s, changed=0" % TARGET_NOOP_WALL, noop["wall"] <= TARGET_NOOP_WALL and noop["changed"] == 0))
+                   "<= %.1f s, changed=0" % TARGET_NOOP_WALL, noop["wall"] <= TARGET_NOOP_WALL and noop["changed"] == 0))
     add("")
     add("host links before/after: %s" % host_check)
     add("")
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("--pods", type=int, default=50, help="pods per contender (1..250, default 50)")
-    parser.add_argument("--python", action="append", metavar="PATH",
-                        help="target interpreter for the playbook; repeat for several (default: %s)" % " and ".join(DEFAULT_PYTHONS))
-    parser.add_argument("--no-route", action="store_true",
-                        help="no default route on either side (no veth gateway, no ipam routes)")
-    parser.add_argument("--route-loop", action="store_true",
-                        help="collection side: default route from podnet.fabric.route looped over the pods "
-                             "(one invocation per pod, 4 tasks) instead of veth's gateway")
-    parser.add_argument("--cni-default-route", action="store_true",
-                        help="with --no-route: give the CNI pods their default route anyway (the collection side installs none)")
-    parser.add_argument("--collections-path", metavar="DIR",
-                        help="where podnet.fabric resolves from (default: this checkout's .collections)")
-    parser.add_argument("--json", metavar="FILE", help="also write the raw figures to FILE")
-    args = parser.parse_args(argv)
-    if not 1 <= args.pods <= 250:
-        parser.error("--pods must be between 1 and 250")
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces)")
-    for path in [os.path.join(CNI_PATH, "bridge"), os.path.join(CNI_PATH, "host-local"), str(VENV_BIN / "ansible-playbook")]:
-        if not os.access(path, os.X_OK):
-            parser.error("%s is missing (apt-get install containernetworking-plugins; scripts/setup.sh)" % path)
-    pythons = args.python or DEFAULT_PYTHONS
-    if args.collections_path:
-        COLLECTIONS_PATH[0] = os.path.abspath(args.collections_path)
-    source = Path(COLLECTIONS_PATH[0]) / "ansible_collections" / "podnet" / "fabric"
-    if not (source / "galaxy.yml").exists():
-        parser.error("no podnet.fabric under %s (run scripts/setup.sh)" % COLLECTIONS_PATH[0])
-    if args.no_route and args.route_loop:
-        parser.error("--no-route and --route-loop exclude each other")
-    if args.no_route:
-        route = None
-    elif args.route_loop:
-        route = "loop"
-        if not (source / "plugins" / "modules" / "route.py").exists():
-            parser.error("--route-loop: no podnet.fabric.route module under %s" % source)
-    else:
-        route = "gateway"
-        if "gateway:" not in (source / "plugins" / "modules" / "veth.py").read_text(encoding="utf-8"):
-            parser.error("podnet.fabric.veth under %s has no gateway option (--no-route, or an older copy)" % source)
+def growth(results):
+    """Per-pod cost of the smallest and the largest run, side by side (linear: ratio about 1)."""
+    if len(results) < 2:
+        return ""
+    small, large = results[0], results[-1]
+    lines = ["", "growth %d -> %d pods (per-pod cost; 1.0 = linear)" % (small["pods"], large["pods"])]
+    for key in ("cni_total",):
+        a, b = small[key] / small["pods"], large[key] / large["pods"]
+        lines.append("  %-58s %6.1f -> %6.1f ms/pod  x%.2f" % ("CNI total", 1000 * a, 1000 * b, b / a))
+    for ra, rb in zip(small["runs"], large["runs"]):
+        for label, key in (("own time", "own"), ("no-op re-run minus empty playbook", "noop_own")):
+            a, b = ra[key] / small["pods"], rb[key] / large["pods"]
+            lines.append("  %-58s %6.1f -> %6.1f ms/pod  x%.2f" % ("%s, %s, pyroute2 %s" % (label, ra["variant"], ra["pyroute2"]), 1000 * a, 1000 * b, b / a))
+    return "\n".join(lines) + "\n"
 
-    args.load_before = loadavg()
-    args.started = time.strftime("%Y-%m-%d %H:%M:%S")
+
+def bench_size(args, n, pythons, variants):
     run_id = secrets.token_hex(2)
     tmp = tempfile.mkdtemp(prefix="podnet-bench-pods-")
     third = 100 + int(run_id, 16) % 100  # 10.<third>.y.0/24: the sides never share a subnet
-    cni = CniSide(run_id, args.pods, "10.%d.200" % third, tmp, default_route=route is not None or args.cni_default_route)
-    sides = [CollectionSide(run_id, "c%d" % k, args.pods, "10.%d.%d" % (third, k + 1), tmp, route)
-             for k in range(len(pythons))]
+    cni = CniSide(run_id, n, "10.%d.200" % third, tmp, default_route=True)
+    sides = []
+    for python in pythons:
+        for variant in variants:
+            k = len(sides)
+            sides.append((CollectionSide(run_id, "c%d" % k, n, "10.%d.%d" % (third, k + 1), tmp, variant), python))
     links_before = host_links()
     rules_before = host_ruleset()
     runs = []
     try:
         # Warm-up (not counted): the controller's imports and the page cache.
-        run_playbook(sides[0].write("warmup.yml", []), pythons[0], tmp)
+        run_playbook(sides[0][0].write("warmup.yml", []), pythons[0], tmp)
         cni.run()
         cni_check = cni.verify()
         links_mid = host_links()
         cni.cleanup()
-        for side, python in zip(sides, pythons):
+        for side, python in sides:
             try:
                 runs.append(run_collection(side, python))
             finally:
                 side.cleanup()
     finally:
         cni.cleanup()
-        for side in sides:
+        for side, _python in sides:
             side.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
     links_after = host_links()
     rules_after = host_ruleset()
     # Only our own names count: other work on the machine (podman, tests) may add host links.
-    ours = cni.host_side | {"cni0"} | {"veth-p%03d" % i for i in range(1, args.pods + 1)}
+    ours = cni.host_side | {"cni0"} | {"veth-p%03d" % i for i in range(1, n + 1)}
     seen = set(links_mid) | set(links_after)
     for r in runs:
         seen |= set(r.pop("host_links"))
@@ -567,11 +534,51 @@ def main(argv=None):
         len(ours), len(cni.host_side) - 1, "none on the host" if not leaked else "LEAKED to the host: %s" % leaked)
     if rules_before != rules_after:
         host_check += "; host iptables-save differs (check whether other work changed it)"
-    print(report(args, cni, cni_check, runs, host_check))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"pods": args.pods, "cni": {"times": cni.times, "per_pod": cni.per_pod},
-                                               "collection": runs, "host": host_check}, indent=1, default=str), encoding="utf-8")
+    print(report(args, n, cni, cni_check, runs, host_check))
+    for r in runs:
+        r["noop_own"] = r["noop"]["wall"] - r["empty"]["wall"]
     ok = not cni_check[0] and all(not r["problems"] and r["noop"]["changed"] == 0 for r in runs) and not leaked
+    return ok, {"pods": n, "cni": {"times": cni.times, "per_pod": cni.per_pod},
+                "cni_total": cni.times["plugins"] + cni.times["netns"], "runs": runs, "host": host_check}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--pods", type=int, action="append", metavar="N",
+                        help="pods per contender (1..250); repeat for several sizes (default: 50 and 200)")
+    parser.add_argument("--python", action="append", metavar="PATH",
+                        help="target interpreter for the playbook; repeat for several (default: %s)" % " and ".join(DEFAULT_PYTHONS))
+    parser.add_argument("--three-tasks", action="store_true",
+                        help="also run the release-0.1 way: netns + bridge + veth (with gateway), three tasks")
+    parser.add_argument("--collections-path", metavar="DIR",
+                        help="where podnet.fabric resolves from (default: this checkout's .collections)")
+    parser.add_argument("--json", metavar="FILE", help="also write the raw figures to FILE")
+    args = parser.parse_args(argv)
+    sizes = args.pods or [50, 200]
+    if not all(1 <= n <= 250 for n in sizes):
+        parser.error("--pods must be between 1 and 250")
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces)")
+    for path in [os.path.join(CNI_PATH, "bridge"), os.path.join(CNI_PATH, "host-local"), str(VENV_BIN / "ansible-playbook")]:
+        if not os.access(path, os.X_OK):
+            parser.error("%s is missing (apt-get install containernetworking-plugins; scripts/setup.sh)" % path)
+    pythons = args.python or DEFAULT_PYTHONS
+    if args.collections_path:
+        COLLECTIONS_PATH[0] = os.path.abspath(args.collections_path)
+    source = Path(COLLECTIONS_PATH[0]) / "ansible_collections" / "podnet" / "fabric"
+    if not (source / "plugins" / "modules" / "pods.py").exists():
+        parser.error("no podnet.fabric with the pods module under %s (run scripts/setup.sh)" % COLLECTIONS_PATH[0])
+    variants = ["pods"] + (["tasks"] if args.three_tasks else [])
+    args.started = time.strftime("%Y-%m-%d %H:%M:%S")
+    ok, results = True, []
+    for n in sizes:
+        args.load_before = loadavg()
+        size_ok, figures = bench_size(args, n, pythons, variants)
+        ok = ok and size_ok
+        results.append(figures)
+    print(growth(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     return 0 if ok else 1
 
 

@@ -124,9 +124,11 @@ def _bind_new_netns(path):
         raise errors[0]
 
 
-def create(name, owner):
+def create(name, owner, ipr=None):
     """Create ``/run/netns/NAME`` with its loopback up and marked for ``owner``.
 
+    ``ipr``: a handle that opens the namespace on first use (veth.Namespaces.lazy), which then
+    serves the caller's later actions there too; by default a handle is opened for the loopback.
     Fails (EEXIST) when the name exists; on any later failure the namespace is removed again.
     """
     _prepare_run_dir()
@@ -135,7 +137,10 @@ def create(name, owner):
     os.close(fd)
     try:
         _bind_new_netns(path)
-        set_loopback(name, owners.mark(owner), True)
+        if ipr is None:
+            set_loopback(name, owners.mark(owner), True)
+        else:
+            ipr.link("set", index=LOOPBACK_INDEX, ifalias=owners.mark(owner), state="up")
     except Exception:
         remove(name)
         raise
@@ -195,11 +200,12 @@ def public(view):
             "loopback_up": view["loopback_up"]}
 
 
-def plan_present(result, name, cur, owner):
-    """Plan namespace ``name`` present for ``owner`` (``cur``: :func:`observe`)."""
+def plan_present(result, name, cur, owner, ipr=None):
+    """Plan namespace ``name`` present for ``owner`` (``cur``: :func:`observe`; ``ipr``: see
+    :func:`create`)."""
     want = owners.mark(owner)
     if cur is None or cur["state"] == "absent":
-        result.add("create netns %s" % name, lambda: create(name, owner), lambda: remove(name))
+        result.add("create netns %s" % name, lambda: create(name, owner, ipr), lambda: remove(name))
     else:
         adopt = owners.claim("netns %s" % name, cur["owner"], owner)
         if adopt:

@@ -171,7 +171,7 @@ def _plan(result, ipr, spaces, cfg, owner, purge, check_mode, registry):
         ns_plan = Plan()
         handle = spaces.observe(name)  # None: not there yet; the veth plan shares this handle
         cur = netns.observe(name, handle) if handle is not None else netns.observe(name)
-        netns.plan_present(ns_plan, name, cur, owner)
+        netns.plan_present(ns_plan, name, cur, owner, spaces.lazy(name))
         v_plan = Plan()
         try:
             vspec = veth.normalize({

@@ -120,16 +120,23 @@ class Namespaces(object):
 
 
 class Snapshot(object):
-    """An IPRoute whose whole-namespace link and address dumps are read once while planning
-    (every core that looks at the namespace shares them), then dropped (:meth:`drop`) so that
-    actions see the kernel as it is. Everything else goes straight to the handle."""
+    """An IPRoute wrapper for a plan over many objects in one namespace.
+
+    While planning, the whole-namespace link, address and route dumps are read once (every core
+    that looks at the namespace shares them; routes of both families in one request); then
+    :meth:`drop` ends that for good, so actions see the kernel as it is. Link indexes looked up
+    by name are remembered until a link is deleted, renamed or moved, so a plan's actions do not
+    each ask the kernel again. Everything else goes straight to the handle.
+    """
 
     def __init__(self, ipr):
         self._ipr = ipr
         self._dumps = {}
+        self._live = False
+        self._indexes = {}
 
     def _dump(self, what, call, args, kwargs):
-        if args or kwargs:
+        if args or kwargs or self._live:
             return call(*args, **kwargs)
         if what not in self._dumps:
             self._dumps[what] = list(call())
@@ -143,14 +150,31 @@ class Snapshot(object):
 
     def get_routes(self, *args, **kwargs):
         """Routes of one family from one dump of all families (AF_UNSPEC): one request, not two."""
-        if args or set(kwargs) - {"family"}:
+        if args or set(kwargs) - {"family"} or self._live:
             return self._ipr.get_routes(*args, **kwargs)
         family = kwargs.get("family")
         return [m for m in self._dump("routes", lambda: self._ipr.get_routes(family=0), (), {})
                 if family in (None, 0, m["family"])]
 
+    def link_lookup(self, **kwargs):
+        name = kwargs.get("ifname")
+        if set(kwargs) != {"ifname"}:
+            return self._ipr.link_lookup(**kwargs)
+        if name not in self._indexes:
+            found = self._ipr.link_lookup(ifname=name)
+            if not found:
+                return []
+            self._indexes[name] = found[0]
+        return [self._indexes[name]]
+
+    def link(self, command, **kwargs):
+        if command in ("del", "delete", "remove") or (command == "set" and set(kwargs) & {"ifname", "net_ns_fd", "net_ns_pid"}):
+            self._indexes = {}
+        return self._ipr.link(command, **kwargs)
+
     def drop(self):
         self._dumps = {}
+        self._live = True
 
     def __getattr__(self, attr):
         return getattr(self._ipr, attr)
@@ -383,7 +407,9 @@ def plan_gateway(result, peer_ipr, lazy, spec, protocol, observable):
     done = {}
 
     def do():
-        done["plan"] = route.plan(lazy, [gw], protocol, purge=True)
+        snap = Snapshot(lazy)  # one link and one route dump for planning the pod's routes now
+        done["plan"] = route.plan(snap, [gw], protocol, purge=True)
+        snap.drop()
         done["plan"].apply()
 
     def undo():
