@@ -407,7 +407,7 @@ class Bird(object):
             raise FabricError("birdc configure: %s" % " / ".join(line.strip() for line in out.splitlines()[1:] if line.strip()))
         return out
 
-    def validate(self, main_text, files, owner_file=None, blocks=None, peers=None):
+    def validate(self, main_text, files, owner_file=None, peers=None):
         """Parse the complete configuration - ``main_text`` for the main file and ``files``
         ({path in the directory: text}) for the directory - with ``bird -p`` in a staging copy.
         Raises FabricError quoting BIRD's message and line (naming the peer when the line is in

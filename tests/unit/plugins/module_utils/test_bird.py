@@ -115,19 +115,19 @@ def test_file_round_trip_and_masking():
     assert '  password "********";' in bird.masked(text) and "s3" not in bird.masked(text)
 
 
-# Real output of `birdc show protocols all` (BIRD 2.0.12), cut down; the last error line added
-# as BIRD prints it for a refused connection.
+# Real output of `birdc show protocols all` (BIRD 2.0.12), cut down and trailing blanks stripped;
+# the "Last error" line added as BIRD prints it for a refused connection.
 SHOW = """BIRD 2.0.12 ready.
 Name       Proto      Table      State  Since         Info
-device1    Device     ---        up     23:20:52.975  
+device1    Device     ---        up     23:20:52.975
 
-static1    Static     master4    up     23:20:52.975  
+static1    Static     master4    up     23:20:52.975
   Channel ipv4
     State:          UP
     Table:          master4
     Routes:         1 imported, 0 exported, 1 preferred
 
-Node_10_99_0_2 BGP        ---        up     23:17:07.086  Established   
+Node_10_99_0_2 BGP        ---        up     23:17:07.086  Established
   Description:    podnet.fabric:t1 peer 10.99.0.2
   BGP state:          Established
     Neighbor address: 10.99.0.2
