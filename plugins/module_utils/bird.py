@@ -392,7 +392,8 @@ class Bird(object):
     def birdc(self, *args):
         rc, out, err = self.run([self.birdc_bin, "-s", self.socket] + list(args))
         if rc != 0 or "Unable to connect" in out + err:
-            raise FabricError("birdc -s %s %s: %s" % (self.socket, " ".join(args), (err or out).strip().splitlines()[-1:] or rc))
+            lines = (err or out).strip().splitlines()
+        raise FabricError("birdc -s %s %s: %s" % (self.socket, " ".join(args), lines[-1] if lines else "exit status %d" % rc))
         return out
 
     def running(self):
@@ -519,6 +520,28 @@ def ensure_dir(path):
 
 # --- plan -------------------------------------------------------------------------------------------
 
+_NEIGHBOR_RE = re.compile(r"\bneighbor\s+([0-9A-Fa-f.:]+)(?:\s+port\s+(\d+))?\s+as\b")
+
+
+def held(files, path, main_text, config):
+    """What the rest of the configuration already defines: ({protocol name: holder},
+    {(neighbor ip, port): holder}), the holder as error messages name it."""
+    names, neighbors = {}, {}
+    sources = [(other, text) for other, text in sorted(files.items()) if other != path] + [(config, main_text)]
+    for source, text in sources:
+        holder = file_owner(text)
+        who = ("owner %s (%s)" % (holder, source)) if holder else "%s, not podnet.fabric's" % source
+        for name in _PROTOCOL_RE.findall(text):
+            names.setdefault(name, who)
+        for ip, port in _NEIGHBOR_RE.findall(text):
+            try:
+                key = (str(ipaddress.ip_address(ip)), int(port or 179))
+            except ValueError:
+                continue
+            neighbors.setdefault(key, who)
+    return names, neighbors
+
+
 def plan(daemon, owner, peers, purge=False):
     """Plan the owner's peers file. ``peers``: normalize()d dicts. Returns (Plan, info) where
     info has added/changed/removed protocol names and the owner's protocol names after the run.
@@ -534,27 +557,22 @@ def plan(daemon, owner, peers, purge=False):
     if old_text is not None and file_owner(old_text) != owner:
         raise FabricError("%s: exists and is not owner %s's podnet.fabric peers file; refusing to take it over" % (path, owner))
     old = parse_file(old_text)
-    taken = {}
-    for other, text in sorted(files.items()):
-        if other != path:
-            holder = file_owner(text)
-            for name in _PROTOCOL_RE.findall(text):
-                taken[name] = ("owner %s (%s)" % (holder, other)) if holder else "%s, not podnet.fabric's" % other
-    for name in _PROTOCOL_RE.findall(main_text):
-        taken.setdefault(name, "%s, not podnet.fabric's" % daemon.config)
-
+    taken, neighbors = held(files, path, main_text, daemon.config)
     new, labels, seen = ({} if purge else dict(old)), {}, {}
     for peer in peers:
         name = peer["name"]
         label = "peer %s%s (%s)" % (peer["peer_ip"], ":%d" % peer["port"] if peer["port"] else "", name)
-        if name in seen:
+        neighbor = (peer["peer_ip"], peer["port"] or 179)
+        if name in seen or neighbor in seen:
             raise FabricError("%s: declared twice in this task" % label)
-        seen[name] = True
+        seen[name] = seen[neighbor] = True
         if peer["state"] == "absent":
             new.pop(name, None)
             continue
         if name in taken:
             raise FabricError("%s: protocol %s is already defined by %s; refusing to define it again" % (label, name, taken[name]))
+        if neighbor in neighbors:
+            raise FabricError("%s: %s is already a neighbor in %s; one session per peer address and port" % (label, peer["peer_ip"], neighbors[neighbor]))
         new[name] = render_peer(peer, owner)
         labels[name] = label.split(" (")[0][5:]
 

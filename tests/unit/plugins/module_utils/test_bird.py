@@ -252,6 +252,12 @@ def test_other_owners_and_foreign_files(tmp_path):
         bird.plan(daemon, "mine", [peer(peer_ip="10.0.0.3")])
     with pytest.raises(FabricError, match=r"declared twice in this task"):
         bird.plan(daemon, "bgp", [peer(peer_ip="10.0.0.3"), peer(peer_ip="10.0.0.3")])
+    with pytest.raises(FabricError, match=r"declared twice in this task"):
+        bird.plan(daemon, "bgp", [peer(peer_ip="10.0.0.3"), peer(peer_ip="10.0.0.3:179", name="Other")])
+    # The same peer address under another name: two sessions to one neighbor would fight.
+    with pytest.raises(FabricError, match=r"^peer 10\.0\.0\.2 \(Mine_2\): 10\.0\.0\.2 is already a neighbor in owner t2 \("):
+        bird.plan(daemon, "bgp", [peer(name="Mine_2")])
+    assert bird.plan(daemon, "bgp", [peer(name="Mine_2", peer_ip="10.0.0.2:1179")])[1]["added"] == ["Mine_2"]
 
 
 def test_purge_and_absent(tmp_path):
