@@ -393,7 +393,7 @@ class Bird(object):
         rc, out, err = self.run([self.birdc_bin, "-s", self.socket] + list(args))
         if rc != 0 or "Unable to connect" in out + err:
             lines = (err or out).strip().splitlines()
-        raise FabricError("birdc -s %s %s: %s" % (self.socket, " ".join(args), lines[-1] if lines else "exit status %d" % rc))
+            raise FabricError("birdc -s %s %s: %s" % (self.socket, " ".join(args), lines[-1] if lines else "exit status %d" % rc))
         return out
 
     def running(self):
@@ -591,7 +591,8 @@ def plan(daemon, owner, peers, purge=False):
     if not has_include:
         result.before[daemon.config + " (include)"] = None
         result.after[daemon.config + " (include)"] = include
-    if new_text == old_text and has_include:
+    if new_text == old_text and (has_include or new_text is None):
+        result.before, result.after = {}, {}
         return result, info
 
     staged = dict(files)

@@ -228,6 +228,7 @@ def test_rejected_config_quotes_bird_and_names_the_peer(tmp_path):
     number = lines.index('  password "pw";') + 1
 
     def run(argv, input_text=None):
+        del input_text
         staged = os.path.join(os.path.dirname(open(argv[3]).read().split('include "')[1].split('"')[0]), "bgp.conf")
         return 1, "", "bird: %s:%d:3 Keepalive time must be at most hold time\n" % (staged, number)
     daemon.run = run
@@ -273,3 +274,15 @@ def test_purge_and_absent(tmp_path):
     assert plan.descriptions[0].startswith("remove %s" % daemon.owner_path("bgp"))
     plan.apply()
     assert not os.path.exists(daemon.owner_path("bgp"))
+
+
+def test_birdc_errors_and_configure():
+    answers = {"configure": (0, "BIRD 2.0.12 ready.\nReading configuration from /etc/bird/bird.conf\nReconfigured\n", ""),
+               "show": (1, "", "Unable to connect to server control socket (/run/bird/bird.ctl): No such file or directory\n")}
+    daemon = bird.Bird(lambda argv, input_text=None: answers[argv[3]])
+    assert "Reconfigured" in daemon.configure()
+    with pytest.raises(FabricError, match=r"^birdc -s /run/bird/bird.ctl show protocols all: Unable to connect to server control socket"):
+        daemon.protocols()
+    answers["configure"] = (0, "BIRD 2.0.12 ready.\nReading configuration from /etc/bird/bird.conf\n/etc/bird/bird.conf:3:1 syntax error\n", "")
+    with pytest.raises(FabricError, match=r"^birdc configure: Reading configuration .* / /etc/bird/bird.conf:3:1 syntax error$"):
+        daemon.configure()
