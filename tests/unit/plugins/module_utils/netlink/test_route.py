@@ -347,7 +347,7 @@ def test_plan_for_owner_registers_a_new_owner_only_when_routes_change(tmp_path):
     assert p.descriptions[0] == "register route protocol 151 for owner a in %s" % registry.path
     assert p.after["10.244.2.0/24"]["protocol"] == 151
     # check mode: the same actions, and the registry is only read
-    c, _ = route.plan_for_owner(node(), spec, "a", registry=registry, check_mode=True)
+    c, _number = route.plan_for_owner(node(), spec, "a", registry=registry, check_mode=True)
     assert c.descriptions == p.descriptions
     assert registry.read() == {"b": 150}
     p.apply()
