@@ -23,7 +23,7 @@ def pod_names():
     made = []
 
     def make(count, prefix="pnt-pd-"):
-        names = [unique(prefix) for _ in range(count)]
+        names = [unique(prefix) for _i in range(count)]
         made.extend(names)
         return names
     yield make

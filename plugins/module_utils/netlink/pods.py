@@ -101,7 +101,7 @@ def plan_ipam(cfg, pods, owner, purge):
             ip = ip.get("ip") or ip.get("address")
         if not ip:
             raise FabricError("pod %s: ipam gave no address" % entry["id"])
-        out[entry["id"]] = "%s/%d" % (str(ip).split("/")[0], rng.subnet.prefixlen)
+        out[entry["id"]] = "%s/%d" % (str(ip).split("/", maxsplit=1)[0], rng.subnet.prefixlen)
     return sub, out
 
 
