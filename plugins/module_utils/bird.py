@@ -291,9 +291,9 @@ def parse_protocols(text):
             current["info"] = current["info"].strip()
             # "Since" may be two words ("2026-12-01 23:10:05") when timeformat says so.
             if re.match(r"^\d{4}-\d\d-\d\d$", current["since"]) and re.match(r"^\d\d:\d\d", current["info"]):
-                time_part, _, info = current["info"].partition(" ")
-                current["since"] += " " + time_part
-                current["info"] = info.strip()
+                words = current["info"].split(None, 1) + [""]
+                current["since"] += " " + words[0]
+                current["info"] = words[1].strip()
             current["channels"] = {}
             channel = None
             out[current["name"]] = current

@@ -182,7 +182,7 @@ def test_config_bird_rejects_changes_nothing(playbook, pair):
 
 
 def test_purge_removes_only_the_owners_peers(playbook, pair):
-    a, _ = pair
+    a = pair[0]
     os.makedirs(a.peers_dir)
     hand = os.path.join(a.peers_dir, "hand.conf")
     with open(hand, "w") as handle:

@@ -181,6 +181,8 @@ def test_uptime_from_bird_stamps():
     assert bird.uptime("23:59:30", now) == 10 * 3600 + 60         # yesterday's stamp
     assert bird.uptime("2026-11-30 10:00:30", now) == 86400
     assert bird.uptime("whenever", now) is None
+    long_format = bird.parse_protocols("Name Proto Table State Since Info\nNode_1 BGP --- up 2026-11-30 10:00:30  Established\n")
+    assert long_format["Node_1"]["since"] == "2026-11-30 10:00:30" and long_format["Node_1"]["info"] == "Established"
 
 
 class FakeRun(object):
@@ -263,7 +265,7 @@ def test_other_owners_and_foreign_files(tmp_path):
 
 def test_purge_and_absent(tmp_path):
     daemon = setup_daemon(tmp_path, FakeRun())
-    plan, _ = bird.plan(daemon, "bgp", [peer(), peer(peer_ip="10.0.0.3"), peer(peer_ip="10.0.0.4")])
+    plan = bird.plan(daemon, "bgp", [peer(), peer(peer_ip="10.0.0.3"), peer(peer_ip="10.0.0.4")])[0]
     plan.apply()
     plan, info = bird.plan(daemon, "bgp", [peer(peer_ip="10.0.0.4", state="absent")])
     assert (info["removed"], info["protocols"]) == (["Node_10_0_0_4"], ["Node_10_0_0_2", "Node_10_0_0_3"])
