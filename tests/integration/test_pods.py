@@ -89,30 +89,48 @@ def test_pods_four_runs_from_a_fresh_node_and_ping(four_runs, netns_factory, pod
     sh("ping", "-c", "1", "-W", "2", "10.244.1.1", netns=p2)
 
 
-def test_two_owners_purge_in_turn_foreign_objects_survive(playbook, netns_factory, pod_names, tmp_path):
+def fixed(node, pods, owner, first, **extra):
+    """A pods task with fixed addresses (no IPAM): .first, .first+1, ..."""
+    entries = [{"name": p, "addresses": ["10.244.1.%d/24" % (first + i)]} for i, p in enumerate(pods)]
+    return {"podnet.fabric.pods": dict({"netns": node, "owner": owner, "bridge": "cni0", "manage_bridge": owner == A,
+                                        "gateway": "10.244.1.1", "hairpin": True, "pods": entries}, **extra)}
+
+
+def test_two_owners_purge_in_turn_foreign_objects_survive(playbook, netns_factory, pod_names):
     node = netns_factory("pnt-node-")
     foreign_ns = netns_factory("pnt-usr-")  # `ip netns add`: not ours
     sh("ip", "-n", node, "link", "add", "docker0", "type", "bridge")
     sh("ip", "-n", node, "link", "add", "vethd0", "type", "veth", "peer", "name", "eth0", "netns", foreign_ns)
     sh("ip", "-n", node, "link", "set", "vethd0", "master", "docker0")
     a1, a2, b1, b2 = pod_names(4)
-    assert not playbook([pods_task(node, [a1, a2], tmp_path), pods_task(node, [b1, b2], tmp_path, owner=B, network="pnt-b")]).failed
+    assert not playbook([fixed(node, [a1, a2], A, 2), fixed(node, [b1, b2], B, 100)]).failed
     foreign = snapshot(foreign_ns)
     docker = [lk for lk in snapshot(node)[node]["links"] if lk["ifname"] in ("docker0", "vethd0")]
     for _round in range(2):
-        r = playbook([pods_task(node, [a1], tmp_path, purge=True)])
+        r = playbook([fixed(node, [a1], A, 2, purge=True)])
         assert not r.failed, r
         kept_b = snapshot(b1, b2)
-        r = playbook([pods_task(node, [b1, b2], tmp_path, owner=B, network="pnt-b", purge=True)])
+        r = playbook([fixed(node, [b1, b2], B, 100, purge=True)])
         assert not r.failed and not r.changed, r
         assert snapshot(b1, b2) == kept_b
     names = netns_list()
     assert a1 in names and a2 not in names and {b1, b2} <= names
-    assert ipam_files(tmp_path) == ["10.244.1.2"], "the purged pod's allocation stays"
-    assert ipam_files(tmp_path, "pnt-b") == ["10.244.1.100", "10.244.1.101"]
     assert snapshot(foreign_ns) == foreign
     assert [lk for lk in snapshot(node)[node]["links"] if lk["ifname"] in ("docker0", "vethd0")] == docker
     sh("ping", "-c", "1", "-W", "2", "10.244.1.101", netns=a1)
+
+
+def test_purge_releases_the_removed_pods_ipam_allocation(playbook, netns_factory, pod_names, tmp_path):
+    node = netns_factory("pnt-node-")
+    p1, p2 = pod_names(2)
+    assert not playbook([pods_task(node, [p1, p2], tmp_path)]).failed
+    assert ipam_files(tmp_path) == ["10.244.1.2", "10.244.1.3"]
+    r = playbook([pods_task(node, [p1], tmp_path, purge=True)], diff=True)
+    assert not r.failed and r.changed, r
+    assert p2 not in netns_list() and p1 in netns_list()
+    assert ipam_files(tmp_path) == ["10.244.1.2"]
+    r = playbook([pods_task(node, [p1], tmp_path, purge=True)])
+    assert not r.failed and not r.changed, r
 
 
 def test_kernel_refusal_on_the_nth_pod_rolls_back_everything(playbook, netns_factory, pod_names, tmp_path):
