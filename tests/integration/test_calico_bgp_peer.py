@@ -8,6 +8,7 @@ as Calico does. Results are checked with ``birdc`` (its text, not the module's p
 """
 from __future__ import annotations
 
+import grp
 import os
 import re
 import shutil
@@ -102,7 +103,9 @@ def eventually(get, ok, timeout=30.0):
 
 
 def peer_of(daemon, **extra):
-    peer = dict(peer_ip=daemon.ip, as_number=daemon.asn, password=PASSWORD, export_filter="all", bfd=True, max_restart_time="90s")
+    # Two Calico nodes: Calico's rule makes A (10.253.0.1 < 10.253.0.2) the passive side.
+    peer = dict(peer_ip=daemon.ip, as_number=daemon.asn, password=PASSWORD, export_filter="all", bfd=True, max_restart_time="90s",
+                calico_node=True)
     peer.update(extra)
     return peer
 
@@ -124,8 +127,15 @@ def test_ebgp_md5_sessions_routes_check_mode_idempotence(playbook, pair):
     assert not os.path.exists(a.peers_dir) and "podnet.d" not in open(a.conf).read(), "check mode wrote files"
     assert a.protocol_line(NAME_A) is None
 
-    run = converge(playbook, a, b)
-    assert PASSWORD not in str(run.results)
+    first = playbook([a.task([peer_of(b)])])
+    assert not first.failed and first.changed, first
+    line = eventually(lambda: a.protocol_line(NAME_A), lambda line: line and line[-1] == "Passive")
+    assert line[-1] == "Passive", line
+    run = playbook([b.task([peer_of(a)], wait=True, wait_timeout=60)])
+    assert not run.failed, run
+    assert PASSWORD not in str(first.results) + str(run.results)
+    # B connected to A's port 179, not the other way round.
+    assert re.search(r"\s%s:179\s+%s:\d+\s" % (re.escape(IP_A), re.escape(IP_B)), sh("ss", "-tn", "state", "established", netns=a.netns))
     # Independent views: birdc's own text on both sides, BIRD's table, the kernel's MD5 key.
     for daemon, name in ((a, NAME_A), (b, NAME_B)):
         line = daemon.protocol_line(name)
@@ -142,9 +152,13 @@ def test_ebgp_md5_sessions_routes_check_mode_idempotence(playbook, pair):
     assert set(sessions[NAME_B]["routes"]) == {"imported", "exported", "preferred", "filtered"}, sessions
     mode = os.stat(os.path.join(a.peers_dir, "t1.conf"))
     assert oct(mode.st_mode & 0o777) == "0o640"
+    if "bird" in [group.gr_name for group in grp.getgrall()]:
+        assert mode.st_gid == grp.getgrnam("bird").gr_gid
 
     reconfigured = a.reconfigurations()
     since = a.protocol_line(NAME_A)[4]
+    check_again = playbook([a.task([peer_of(b)])], check=True)
+    assert not check_again.failed and not check_again.changed, check_again
     again = playbook([a.task([peer_of(b)])], diff=True)
     assert not again.failed and not again.changed and not again.last["diff"]["before"], again
     assert a.reconfigurations() == reconfigured, "an unchanged run ran birdc configure"
