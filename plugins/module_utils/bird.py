@@ -362,11 +362,15 @@ def session(proto):
 class Bird(object):
     """One BIRD daemon: its main config, the collection's directory, binaries and socket.
 
-    ``run(argv, input_text=None) -> (rc, stdout, stderr)`` runs in the daemon's namespace.
+    ``run(argv, input_text=None) -> (rc, stdout, stderr)`` runs birdc in the daemon's namespace;
+    ``parse_run`` (default ``run``) runs ``bird -p``, which needs no namespace (so check mode
+    works before the namespace exists).
     """
 
-    def __init__(self, run, config=DEFAULT_CONFIG, directory=DEFAULT_DIR, socket=DEFAULT_SOCKET, bird="bird", birdc="birdc"):
+    def __init__(self, run, config=DEFAULT_CONFIG, directory=DEFAULT_DIR, socket=DEFAULT_SOCKET, bird="bird", birdc="birdc",
+                 parse_run=None):
         self.run = run
+        self.parse_run = parse_run or run
         self.config = config
         self.directory = directory.rstrip("/")
         self.socket = socket
@@ -425,7 +429,7 @@ class Bird(object):
                 write_private(staged, text)
             names[stage_main] = self.config
             write_private(stage_main, main_text.replace(include_line(self.directory), include_line(stage_dir)))
-            rc, out, err = self.run([self.bird, "-p", "-c", stage_main])
+            rc, out, err = self.parse_run([self.bird, "-p", "-c", stage_main])
         finally:
             shutil.rmtree(stage_dir, ignore_errors=True)
             try:

@@ -226,7 +226,7 @@ sessions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.podnet.fabric.plugins.module_utils import bird
+from ansible_collections.podnet.fabric.plugins.module_utils import bird, netns_exec
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
 from ansible_collections.podnet.fabric.plugins.module_utils.runner import Context, execute, module_spec
 
@@ -268,7 +268,8 @@ ARGUMENT_SPEC = dict(
 
 def daemon(ctx):
     p = ctx.params
-    return bird.Bird(ctx.run, config=p["config"], directory=p["config_dir"], socket=p["socket"], bird=p["bird"], birdc=p["birdc"])
+    return bird.Bird(ctx.run, config=p["config"], directory=p["config_dir"], socket=p["socket"], bird=p["bird"], birdc=p["birdc"],
+                     parse_run=lambda argv, input_text=None: netns_exec.run(argv, input_text=input_text))
 
 
 def build(ctx):
@@ -283,7 +284,10 @@ def report_sessions(module, result):
     """Add the owner's sessions to ``result``; with wait, until Established (bounded)."""
     p = module.params
     names = result["protocols"]
-    d = daemon(Context(p))
+    ctx = Context(p, check_mode=module.check_mode)
+    if module.check_mode and ctx.netns_missing():
+        return None   # an earlier task creates the namespace (and starts BIRD in it)
+    d = daemon(ctx)
     if not d.running():
         if p["wait"] and not module.check_mode and names:
             return "BIRD is not running (no answer on %s): sessions %s cannot come up" % (p["socket"], ", ".join(names))

@@ -206,6 +206,9 @@ def test_purge_removes_only_the_owners_peers(playbook, pair):
     assert not run.failed, run
     taken = playbook([a.task([dict(peer_ip="10.253.0.5", as_number=65005)])])
     assert taken.failed and "already defined by owner t2" in taken.last["msg"], taken
+    # Check mode before the namespace exists (an earlier task would create it): a prediction.
+    ahead = playbook([a.task([dict(peer_ip="10.253.0.4", as_number=65004)], owner="t3", netns=unique("pnt-"))], check=True)
+    assert not ahead.failed and ahead.changed and ahead.last["added"] == ["Node_10_253_0_4"], ahead
     no_owner = playbook([a.task([], owner=None, purge=True)])
     assert no_owner.failed and "purge needs an explicit owner" in no_owner.last["msg"], no_owner
 
