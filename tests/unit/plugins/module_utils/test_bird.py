@@ -233,7 +233,7 @@ def test_rejected_config_quotes_bird_and_names_the_peer(tmp_path):
         del input_text
         staged = os.path.join(os.path.dirname(open(argv[3]).read().split('include "')[1].split('"')[0]), "bgp.conf")
         return 1, "", "bird: %s:%d:3 Keepalive time must be at most hold time\n" % (staged, number)
-    daemon.run = run
+    daemon.run = daemon.parse_run = run
     with pytest.raises(FabricError) as err:
         bird.plan(daemon, "bgp", [peer(keepalive_time="300", password="pw")])
     assert str(err.value) == ('peer 10.0.0.2 (Node_10_0_0_2): BIRD rejects it: %s:%d:3 Keepalive time must be at most hold time: '
