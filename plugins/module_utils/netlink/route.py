@@ -527,7 +527,8 @@ def plan_for_owner(ipr, routes, owner, pinned=None, check_mode=False, purge=Fals
     if check_mode:
         result.add("register route protocol %d for owner %s in %s" % (number, owner, registry.path), noop, noop)
     else:
-        registry.plan_register(result, owner, pinned)
+        # pinned to the number the routes were planned with: taken meanwhile -> an error, not a mix-up
+        registry.plan_register(result, owner, number)
     result.extend(routes_plan)
     result.before, result.after = routes_plan.before, routes_plan.after
     return result, number
