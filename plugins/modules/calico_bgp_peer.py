@@ -215,7 +215,11 @@ protocols:
   type: list
   elements: str
 sessions:
-  description: The owner's sessions as BIRD reports them (when BIRD runs) - state, since, uptime (seconds, when Established), routes.
+  description:
+    - The owner's sessions as BIRD reports them (when BIRD runs) - state, since (BIRD's stamp of the last state change), uptime
+      (seconds, when Established), routes, and BIRD's last error.
+    - BIRD's default time format prints the time of day only, so uptime is exact for sessions up less than a day; with
+      C(timeformat protocol iso long;) in the main configuration it is exact for any age.
   returned: when BIRD is running
   type: list
   elements: dict
