@@ -282,6 +282,24 @@ def test_kernel_refusal_mid_plan_is_rolled_back_byte_for_byte(playbook, nodes):
     assert read_record(ns) == record
 
 
+def test_a_vni_freed_first_is_reported_honestly_when_a_later_action_fails(playbook, nodes):
+    """Moving a VNI to a new device name needs the old device deleted first (irreversible); a
+    refusal after that is reported as not fully rolled back, with changed=true."""
+    ns = nodes[1]
+    r = playbook([vx(ns, [{"name": "vxold", "vni": 1, "port": 8472, "dev": "eth1"}])])
+    assert not r.failed, r
+    sh("sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1", netns=ns)
+    r = playbook([vx(ns, [{"name": "flannel.1", "vni": 1, "port": 8472, "dev": "eth1"},
+                          {"name": "vx.bad", "vni": 6, "dev": "eth1", "addresses": ["fd00:77::1/64"]}], purge=True)])
+    assert r.failed and r.last["changed"] is True, r
+    assert r.last["actions"][0] == "delete vxlan vxold first (a declared device needs its VNI and port)"
+    assert r.last["msg"].startswith("add address fd00:77::1/64 to vxlan vx.bad: ")
+    assert r.last["msg"].endswith("(NOT fully rolled back: done and kept: delete vxlan vxold first (a declared device needs its VNI and port))"), r
+    assert r.last["not_undone"] == ["delete vxlan vxold first (a declared device needs its VNI and port)"]
+    names = link_names(ns)
+    assert "vxold" not in names and "flannel.1" not in names and "vx.bad" not in names
+
+
 BAD = [
     ({"vni": 0}, None, "vxlan flannel.1: vni 0 is outside 1..16777215"),
     ({"vni": 16777216}, None, "vxlan flannel.1: vni 16777216 is outside 1..16777215"),
