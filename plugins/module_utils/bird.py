@@ -115,8 +115,11 @@ def normalize(params, node_ip=None, as_number=DEFAULT_AS):
     raw = params.get("peer_ip")
     label = "peer %s" % raw
     try:
-        ip, port = parse_peer_ip(raw)
         node = ipaddress.ip_address(node_ip) if node_ip else None
+    except ValueError:
+        raise FabricError("node_ip %r: not an IP address" % node_ip)
+    try:
+        ip, port = parse_peer_ip(raw)
         peer = {
             "peer_ip": str(ip),
             "port": port,

@@ -96,6 +96,7 @@ def test_source_address_none():
     (dict(node_ip=None), r"source_address UseNodeIP needs node_ip"),
     (dict(node_ip="fd00::1"), r"node_ip fd00::1 is not of the peer's address family"),
     (dict(node_ip="10.0.0.2"), r"is the node's own address$"),
+    (dict(node_ip="node1"), r"^node_ip 'node1': not an IP address$"),
     (dict(name="has-dash"), r"name must be a BIRD symbol"),
     (dict(export_filter="x;y"), r"export_filter must be all, none or the name of a BIRD filter"),
     (dict(ttl_security=256), r"ttl_security must be 0-255"),
