@@ -386,21 +386,23 @@ def run_collection(side, python):
     out = {"python": python, "pyroute2": pyroute2_version(python), "variant": side.variant}
     side.make_node()
     out["empty"] = run_playbook(empty, python, side.tmp)
-    out["cold"] = run_playbook(play, python, side.tmp)
-    out["noop"] = run_playbook(play, python, side.tmp)
+    out["cold"] = run_playbook(play, python, side.tmp, keep_results=True)
+    out["noop"] = run_playbook(play, python, side.tmp, keep_results=True)
     out["own"] = out["cold"]["wall"] - out["empty"]["wall"]
-    out["module_timing"] = side_timing(play, python, side)
+    out["module_timing"] = module_timing(out["noop"])
+    out["module_timing_cold"] = module_timing(out["cold"])
     problems, eth0, routes, attempts, target = side.verify()
     out.update(problems=problems, eth0=eth0, routes=routes, ping_attempts=attempts, ping_target=target, host_links=host_links())
     return out
 
 
-def side_timing(play, python, side):
-    """The pods module's own split (plan/apply seconds) from one more no-op run's result."""
-    if side.variant != "pods":
-        return None
-    run = run_playbook(play, python, side.tmp, keep_results=True)
-    return run["results"][0].get("timing") if run["results"] else None
+def module_timing(run):
+    """The modules' own seconds (plan, apply, total: what the runner reports), summed over tasks."""
+    out = {}
+    for res in run.pop("results", []):
+        for key, value in (res.get("timing") or {}).items():
+            out[key] = out.get(key, 0.0) + value
+    return out
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -454,8 +456,9 @@ def report(args, n, cni, cni_check, runs, host_check):
         add("    tasks (callback, wall s): %s" % _tasks(cold))
         add(_row("no-op re-run", noop["wall"], noop["cpu"], "changed=%d" % noop["changed"]))
         add("    tasks (callback, wall s): %s" % _tasks(noop))
-        if r.get("module_timing"):
-            add("    pods module's own split on a no-op (s): %s" % ", ".join("%s %.3f" % kv for kv in sorted(r["module_timing"].items())))
+        for label, key in (("cold", "module_timing_cold"), ("no-op", "module_timing")):
+            if r.get(key):
+                add("    modules' own seconds (runner timing), %s: %s" % (label, ", ".join("%s %.3f" % kv for kv in sorted(r[key].items()))))
         add("  verify: %d/%d eth0 up with the right address; default route (proto %s) in %d/%d pods; %s; ping pod 1 -> pod %d (%s): %s" % (
             r["eth0"], n, OWNER, r["routes"], n, "ok" if not r["problems"] else "; ".join(r["problems"][:5]), n, r["ping_target"],
             "ok (attempt %d)" % r["ping_attempts"] if r["ping_attempts"] else "FAILED"))
@@ -474,18 +477,24 @@ def report(args, n, cni, cni_check, runs, host_check):
 
 
 def growth(results):
-    """Per-pod cost of the smallest and the largest run, side by side (linear: ratio about 1)."""
+    """Per-pod cost of the smallest and the largest run side by side (x1.0 = linear). The
+    modules' own seconds (runner timing: plan + apply, without Ansible and imports) show the
+    growth; the whole own time per pod also carries the fixed cost of a task."""
     if len(results) < 2:
         return ""
     small, large = results[0], results[-1]
-    lines = ["", "growth %d -> %d pods (per-pod cost; 1.0 = linear)" % (small["pods"], large["pods"])]
-    for key in ("cni_total",):
-        a, b = small[key] / small["pods"], large[key] / large["pods"]
-        lines.append("  %-58s %6.1f -> %6.1f ms/pod  x%.2f" % ("CNI total", 1000 * a, 1000 * b, b / a))
+    n1, n2 = small["pods"], large["pods"]
+    lines = ["", "growth %d -> %d pods (ms per pod; x1.00 = linear)" % (n1, n2)]
+
+    def row(label, a, b):
+        lines.append("  %-62s %7.1f -> %7.1f  x%.2f" % (label, 1000 * a / n1, 1000 * b / n2, (b / n2) / (a / n1) if a else 0))
+    row("CNI total", small["cni_total"], large["cni_total"])
     for ra, rb in zip(small["runs"], large["runs"]):
-        for label, key in (("own time", "own"), ("no-op re-run minus empty playbook", "noop_own")):
-            a, b = ra[key] / small["pods"], rb[key] / large["pods"]
-            lines.append("  %-58s %6.1f -> %6.1f ms/pod  x%.2f" % ("%s, %s, pyroute2 %s" % (label, ra["variant"], ra["pyroute2"]), 1000 * a, 1000 * b, b / a))
+        tag = "%s, pyroute2 %s" % (ra["variant"], ra["pyroute2"])
+        row("modules' own seconds, cold, %s" % tag, ra["module_timing_cold"].get("total", 0), rb["module_timing_cold"].get("total", 0))
+        row("modules' own seconds, no-op, %s" % tag, ra["module_timing"].get("total", 0), rb["module_timing"].get("total", 0))
+        lines.append("  %-62s %7.2f -> %7.2f s (%.1f ms per added pod)" % (
+            "own time (cold - empty), %s" % tag, ra["own"], rb["own"], 1000 * (rb["own"] - ra["own"]) / (n2 - n1)))
     return "\n".join(lines) + "\n"
 
 
