@@ -26,8 +26,9 @@ description:
     survives every run. Writing the record is an action of its own, undone on failure.
   - The VNI, port, local IP, uplink and learning cannot be changed on an existing VXLAN device -
     the device is deleted and created again (the action list says so), its declared addresses and
-    peers are added again, and routes through it that the kernel dropped with the old device are
-    put back. The deletion cannot be undone; when a later action fails, the failure says so.
+    peers are added again, the other static FDB entries and permanent neighbours it had that the
+    run keeps (a user's own) are put back, and routes through it that the kernel dropped with the
+    old device are put back. The deletion cannot be undone; when a later action fails, the failure says so.
   - Reconciles every property it manages on each run - MTU, MAC, addresses, up state, peers.
     Devices it creates carry the link alias C(podnet.fabric:OWNER); I(purge) and I(state=absent)
     only remove the owner's VXLAN devices. A link of the same name that is not podnet.fabric's,

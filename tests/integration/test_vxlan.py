@@ -149,7 +149,9 @@ def test_flannel_vxlan_four_runs_pings_and_full_size_df(four_runs, playbook, nod
     # one byte more does not leave the node (local "message too long", no traffic)
     assert not pings(nodes[1], "-M", "do", "-s", "1423", "-I", "10.244.1.5", "10.244.2.5")
 
-    # VNI change on both nodes: the VTEPs are recreated, peers and the routes through them come back
+    # VNI change on both nodes: the VTEPs are recreated, peers and the routes through them come
+    # back, and so does a static FDB entry the user had added on one
+    sh("bridge", "-n", nodes[1], "fdb", "append", "0a:58:00:00:0e:01", "dev", "flannel.1", "dst", "192.168.77.50", "self", "permanent")
     tasks2 = node_tasks(nodes, 1, vni=2) + node_tasks(nodes, 2, vni=2)
     r = playbook(tasks2)
     assert not r.failed, r
@@ -159,9 +161,12 @@ def test_flannel_vxlan_four_runs_pings_and_full_size_df(four_runs, playbook, nod
     assert vx_actions[-1] == ("re-add 1 route(s) through vxlan flannel.1 that the kernel dropped with the old link: "
                               "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
     assert not r.results[1]["changed"]  # the route module finds its route already back
+    assert "put back 1 fdb entries and 0 permanent neighbours the old vxlan flannel.1 had" in vx_actions
+    assert [e["dst"] for e in fdb(nodes[1]) if e["mac"] == "0a:58:00:00:0e:01"] == ["192.168.77.50"]
     for i in (1, 2):
         assert vtep(nodes[i])["linkinfo"]["info_data"]["id"] == 2 and vtep(nodes[i])["address"] == MAC[i]
-        assert peers(nodes[i]) == ({MAC[3 - i]: UNDERLAY[3 - i]}, {"10.244.%d.0" % (3 - i): MAC[3 - i]})
+        assert peers(nodes[i])[1] == {"10.244.%d.0" % (3 - i): MAC[3 - i]}
+        assert peers(nodes[i])[0][MAC[3 - i]] == UNDERLAY[3 - i]
     assert pings(nodes[1], "-I", "10.244.1.5", "10.244.2.5")
     r = playbook(tasks2)
     assert not r.failed and not r.changed, r

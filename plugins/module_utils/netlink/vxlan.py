@@ -18,8 +18,9 @@ vxlan-<host or netns-NAME>:<dev>.json`` (written as a plan action, with undo), a
 static FDB entry or permanent neighbour on the same device is never touched.
 
 The VNI, port, local IP, uplink and learning cannot be changed on an existing vxlan link: the
-plan deletes the link (irreversible) and creates it again, puts its peers back and re-adds the
-routes through it that the kernel dropped with the old link. Deletions come after every
+plan deletes the link (irreversible) and creates it again, puts its peers back (and the user's
+entries an in-place run would keep) and re-adds the routes through it that the kernel dropped
+with the old link. Deletions come after every
 reversible action, except a deletion that frees a VNI and port a declared device needs.
 """
 from __future__ import annotations
@@ -339,7 +340,7 @@ def plan(ipr, vxlans, owner, purge=False, assume_links=False, store=None):
         uplink, mtu = _uplink_and_mtu(ipr, spec, links, assume_links, what)
         before = _observe(ipr, cur, names)
         result.before[name] = public(before) if before else {"name": name, "state": "absent"}
-        sub, fresh, lost = keep, cur is None, []
+        sub, fresh, recreated, lost = keep, cur is None, False, []
         if fresh:
             needed.add((spec["vni"], spec["port"]))
             link.add_delete_undo(sub, ipr, name, "create vxlan %s (%s)" % (name, _describe(spec)),
@@ -354,14 +355,17 @@ def plan(ipr, vxlans, owner, purge=False, assume_links=False, store=None):
                 sub = recreate
                 needed.add((spec["vni"], spec["port"]))
                 _plan_recreate(sub, ipr, spec, have, changed, uplink)
-                fresh = True
+                fresh = recreated = True
         link.plan_attrs(sub, ipr, name, None if fresh else cur,
                         {"alias": owners.mark(owner), "mtu": mtu, "mac": spec["mac"], "up": True}, WHAT)
         link.plan_addresses(sub, ipr, name, [] if fresh else before["addresses"], spec["addresses"], WHAT)
-        cur_fdb = {} if fresh else before["fdb"]
-        cur_neigh = {} if fresh else before["neighbours"]
         old_record = store.read(name)
         removable = old_record if spec["purge_peers"] else {}
+        if recreated:
+            cur_fdb, cur_neigh = _plan_put_back(sub, ipr, spec, before, removable, what)
+        else:
+            cur_fdb = {} if fresh else before["fdb"]
+            cur_neigh = {} if fresh else before["neighbours"]
         neigh.plan_fdb(sub, ipr, name, cur_fdb, spec["fdb"], removable.get("fdb", {}), what)
         neigh.plan_neighbours(sub, ipr, name, cur_neigh, spec["neighbours"], removable.get("neighbours", {}), what)
         store.plan_write(sub, name, old_record, _record(spec, old_record, cur_fdb, cur_neigh), what)
@@ -385,6 +389,26 @@ def plan(ipr, vxlans, owner, purge=False, assume_links=False, store=None):
         if name not in names_first:
             _plan_delete(result, ipr, store, name, "vxlan %s" % name)
     return result
+
+
+def _plan_put_back(result, ipr, spec, before, removable, what):
+    """After a recreate: put back the static FDB entries and permanent neighbours the old device
+    had that an in-place run would have kept (the user's own, and the owner's when purge_peers is
+    off); returns them as the new device's current entries. Undone with the device."""
+    gone_fdb, gone_neigh = removable.get("fdb") or {}, removable.get("neighbours") or {}
+    fdb = dict((m, d) for m, d in before["fdb"].items() if m not in spec["fdb"] and gone_fdb.get(m) != d)
+    neighbours = dict((ip, v) for ip, v in before["neighbours"].items()
+                      if v[1] and v[0] and ip not in spec["neighbours"] and gone_neigh.get(ip) != v[0])
+    if fdb or neighbours:
+        name = spec["name"]
+
+        def do():
+            for mac, dst in sorted(fdb.items()):
+                neigh.fdb_set(ipr, name, mac, dst)
+            for ip, (mac, _permanent) in sorted(neighbours.items()):
+                neigh.neigh_set(ipr, name, ip, mac)
+        result.add("put back %d fdb entries and %d permanent neighbours the old %s had" % (len(fdb), len(neighbours), what), do, noop)
+    return fdb, neighbours
 
 
 def _plan_delete(result, ipr, store, name, what, first=False):

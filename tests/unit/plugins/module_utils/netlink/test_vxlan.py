@@ -251,6 +251,25 @@ def test_immutable_settings_recreate_the_device(change, why):
     assert [(kw["dst"], kw["proto"], kw["flags"]) for kw in readd] == [("10.244.2.0", 150, 4), ("10.244.9.0", 4, 4)]
 
 
+def test_recreate_puts_back_the_entries_an_in_place_run_would_keep():
+    def three_peers():
+        # 02 declared; 07 the owner's (recorded) but no longer declared; 0a the user's
+        ipr = node()
+        with_flannel(ipr, fdb=(("0a:00:00:00:00:02", "192.168.1.12"), ("0a:00:00:00:00:07", "192.168.1.17"), ("0a:00:00:00:00:0a", "192.168.1.20")),
+                     neighbours=(("10.244.2.0", "0a:00:00:00:00:02"), ("10.244.7.0", "0a:00:00:00:00:07"), ("10.244.10.0", "0a:00:00:00:00:0a")))
+        return ipr
+    record = {"fdb": {"0a:00:00:00:00:02": "192.168.1.12", "0a:00:00:00:00:07": "192.168.1.17"},
+              "neighbours": {"10.244.2.0": "0a:00:00:00:00:02", "10.244.7.0": "0a:00:00:00:00:07"}}
+    ipr = three_peers()
+    p = plan(ipr, dict(FLANNEL, vni=2), store=MemStore({"flannel.1": record}))
+    assert "put back 1 fdb entries and 1 permanent neighbours the old vxlan flannel.1 had" in p.descriptions
+    assert [x["mac"] for x in p.after["flannel.1"]["peers"]] == ["0a:00:00:00:00:02", "0a:00:00:00:00:0a"]
+    p.apply()
+    assert sorted(kw["lladdr"] for c, kw in ipr.requests("fdb")) == ["0a:00:00:00:00:02", "0a:00:00:00:00:0a"]
+    kept = plan(three_peers(), dict(FLANNEL, vni=2, purge_peers=False), store=MemStore({"flannel.1": record}))
+    assert "put back 2 fdb entries and 2 permanent neighbours the old vxlan flannel.1 had" in kept.descriptions
+
+
 def test_recreate_is_reported_honestly_when_a_later_action_fails():
     ipr = node()
     with_flannel(ipr)
