@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ip_json, sh, snapshot
+from conftest import ip_json, sh, snapshot, unique
 
 # Fixed owner names: route protocols are registered host-wide (/etc/iproute2/rt_protos.d), and
 # the registry has only 30 numbers. Their routes live only in the tests' own namespaces.
@@ -308,6 +308,18 @@ def test_protocol_pins_must_agree_with_the_registry(playbook, netns):
     assert snapshot(netns) == before
     r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], protocol=number)])
     assert not r.failed and r.changed and r.last["protocol"] == registered(OWNER) == number, r
+
+
+def test_check_mode_plans_registering_a_new_owner_but_never_writes_the_registry(playbook, netns):
+    lab(netns)
+    owner = unique("itest-ck-")   # never registered: check mode only
+    path = "/etc/iproute2/rt_protos.d/podnet-fabric.conf"
+    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}], owner=owner)], check=True)
+    with open(path, "rb") as handle:
+        after = handle.read()
+    assert not r.failed and r.changed, r
+    assert r.last["actions"][0] == "register route protocol %d for owner %s in %s" % (r.last["protocol"], owner, path)
+    assert owner.encode() not in after   # (other owners may register meanwhile: only this one is checked)
 
 
 def test_missing_netns_is_an_error_and_is_not_created(playbook):
