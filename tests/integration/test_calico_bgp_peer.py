@@ -64,11 +64,19 @@ class Daemon(object):
         return {"name": "peers of %s" % self.netns, "podnet.fabric.calico_bgp_peer": args}
 
     def stop(self):
+        """SIGTERM, then wait (bounded) until the daemon is gone; SIGKILL if it lingers."""
         try:
             with open(self.pidfile) as handle:
-                os.kill(int(handle.read().strip()), signal.SIGTERM)
+                pid = int(handle.read().strip())
         except (OSError, ValueError):
-            pass
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            if not eventually(lambda: os.path.exists("/proc/%d" % pid), lambda alive: not alive, timeout=10):
+                return   # gone
 
 
 @pytest.fixture
