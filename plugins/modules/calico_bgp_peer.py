@@ -278,6 +278,8 @@ def daemon(ctx):
 
 def build(ctx):
     p = ctx.params
+    if ctx.netns_missing() and not ctx.check_mode:
+        raise FabricError("netns %s: does not exist" % ctx.netns)
     peers = [bird.normalize(peer, p["node_ip"], p["as_number"]) for peer in p["peers"]]
     plan, info = bird.plan(daemon(ctx), ctx.owner, peers, purge=p["purge"])
     return plan, {"file": info["path"], "added": info["added"], "changed_peers": info["changed"],

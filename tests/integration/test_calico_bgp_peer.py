@@ -217,6 +217,10 @@ def test_purge_removes_only_the_owners_peers(playbook, pair):
     # Check mode before the namespace exists (an earlier task would create it): a prediction.
     ahead = playbook([a.task([dict(peer_ip="10.253.0.4", as_number=65004)], owner="t3", netns=unique("pnt-"))], check=True)
     assert not ahead.failed and ahead.changed and ahead.last["added"] == ["Node_10_253_0_4"], ahead
+    missing = unique("pnt-")
+    real = playbook([a.task([dict(peer_ip="10.253.0.4", as_number=65004)], owner="t3", netns=missing)])
+    assert real.failed and real.last["msg"] == "netns %s: does not exist" % missing, real
+    assert not os.path.exists(os.path.join(a.peers_dir, "t3.conf"))
     no_owner = playbook([a.task([], owner=None, purge=True)])
     assert no_owner.failed and "purge needs an explicit owner" in no_owner.last["msg"], no_owner
 
