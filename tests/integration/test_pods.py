@@ -61,7 +61,7 @@ def netns_list():
     return set(line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.strip())
 
 
-def test_pods_four_runs_from_a_fresh_node_and_ping(four_runs, netns_factory, pod_names, tmp_path):
+def test_pods_four_runs_from_a_fresh_node_and_ping(four_runs, playbook, netns_factory, pod_names, tmp_path):
     node = netns_factory("pnt-node-")
     p1, p2, p3 = pod_names(3)
     tasks = [pods_task(node, [p1, p2, {"name": p3, "addresses": ["10.244.1.50/24"]}], tmp_path)]
@@ -87,6 +87,10 @@ def test_pods_four_runs_from_a_fresh_node_and_ping(four_runs, netns_factory, pod
         assert pod in netns_list()
     sh("ping", "-c", "1", "-W", "2", "10.244.1.50", netns=p1)
     sh("ping", "-c", "1", "-W", "2", "10.244.1.1", netns=p2)
+    # Converged: no change and no diff, in check mode and for real (the honest diff).
+    for check in (True, False):
+        r = playbook(tasks, check=check, diff=True)
+        assert not r.failed and not r.changed and r.last["diff"] == {"before": {}, "after": {}}, r
 
 
 def fixed(node, pods, owner, first, **extra):
