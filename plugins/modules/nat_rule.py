@@ -29,13 +29,17 @@ description:
     C(-p tcp -m tcp --dport 80), C(-d 10.0.0.1) as C(-d 10.0.0.1/32), C(--probability 0.5000000000)
     as C(0.50000000000), options in any order). Matches and targets the module does not model are
     checked against what iptables prints after applying, and that spelling is remembered.
-  - iptables commits each table atomically. When a later table of the transaction is rejected,
-    the tables already committed are put back as they were, so a failed run changes nothing.
+  - iptables commits each table atomically, so each table is one action. When a later table is
+    rejected, the tables already committed are put back as they were (the owned chains' saved
+    text), so a failed run changes nothing; a put-back that fails is reported.
+  - In check mode with O(netns) naming a namespace that does not exist yet (an earlier task
+    creates it), the tables are taken as empty and everything is predicted as created.
 author:
   - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
+  - podnet.fabric.attributes.OWNER
 options:
   chains:
     description:
@@ -109,19 +113,12 @@ options:
     type: str
     choices: [nat, filter, mangle, raw, security]
     default: nat
-  owner:
-    description:
-      - Ownership scope. Two roles using different owners can manage and purge their own chains
-        side by side; neither ever touches the other's.
-      - 1-64 characters from C(A-Z a-z 0-9 _ . -).
-    type: str
-    default: default
   purge:
     description:
       - Delete owned chains and owned jumps of this O(owner) that the task does not declare (in
         every table where the owner has any). Set it when the task declares the owner's complete
         ruleset.
-      - Never removes anything the owner does not own.
+      - Never removes anything the owner does not own. Needs an explicit O(owner).
     type: bool
     default: false
   state:
@@ -256,11 +253,11 @@ iptables_flavour_reason:
   returned: always
   type: str
   sample: "nft by default (rules: nft 0, legacy 0)"
-owner:
-  description: The ownership scope of the task.
+timing:
+  description: Seconds spent reading the tables (C(read), iptables-save), planning (C(plan)), in iptables-restore (C(restore)), and in total.
   returned: always
-  type: str
-  sample: services
+  type: dict
+  sample: {read: 0.021, plan: 0.034, restore: 0.018, apply: 0.02, total: 0.075}
 chains_created:
   description: Chains created, as C(table/CHAIN).
   returned: always
@@ -315,21 +312,41 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["iptables-nft-restore --noflush (nat: 6 created, 3 jumps added)"]
+  sample: ["nat_rule owner services: iptables-nft-restore --noflush table nat (6 created, 3 jumps added)"]
 diff:
   description: With C(--diff), the owned chains and jumps that change, before and after, in iptables-save syntax.
   returned: when diff mode is on
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+import os
+import shutil
 
-from ansible_collections.podnet.fabric.plugins.module_utils import netns_exec
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, finish
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset import core
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.flavour import Tools
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
 
 TABLES = ["nat", "filter", "mangle", "raw", "security"]
+
+ARGUMENT_SPEC = dict(
+    chains=dict(type="list", elements="dict", default=[], options=dict(
+        table=dict(type="str", choices=TABLES),
+        name=dict(type="str", required=True),
+        rules=dict(type="list", elements="str", default=[]),
+    )),
+    jumps=dict(type="list", elements="dict", default=[], options=dict(
+        table=dict(type="str", choices=TABLES),
+        chain=dict(type="str", required=True),
+        rule=dict(type="str", required=True),
+        position=dict(type="str", choices=["first", "last"], default="first"),
+    )),
+    ruleset=dict(type="str"),
+    table=dict(type="str", choices=TABLES, default="nat"),
+    purge=dict(type="bool", default=False),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    iptables_flavour=dict(type="str", choices=["auto", "legacy", "nft"], default="auto"),
+    wait=dict(type="int", default=5),
+)
 
 
 def _summarised(params):
@@ -344,47 +361,20 @@ def _summarised(params):
     return args
 
 
+def _which(name):
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
+    return shutil.which(name, path=path)
+
+
+def build(ctx):
+    missing = ctx.check_mode and ctx.netns_missing()
+    params = dict(ctx.params, owner=ctx.owner)
+    return core.build(params, ctx.run, Tools(_which), core.xtables_target_lookup(), warn=ctx.warn, diff=ctx.diff,
+                      check_mode=ctx.check_mode, timing=ctx.timing, netns_missing=missing)
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            chains=dict(type="list", elements="dict", default=[], options=dict(
-                table=dict(type="str", choices=TABLES),
-                name=dict(type="str", required=True),
-                rules=dict(type="list", elements="str", default=[]),
-            )),
-            jumps=dict(type="list", elements="dict", default=[], options=dict(
-                table=dict(type="str", choices=TABLES),
-                chain=dict(type="str", required=True),
-                rule=dict(type="str", required=True),
-                position=dict(type="str", choices=["first", "last"], default="first"),
-            )),
-            ruleset=dict(type="str"),
-            table=dict(type="str", choices=TABLES, default="nat"),
-            owner=dict(type="str", default="default"),
-            purge=dict(type="bool", default=False),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            iptables_flavour=dict(type="str", choices=["auto", "legacy", "nft"], default="auto"),
-            wait=dict(type="int", default=5),
-            netns=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    netns = module.params["netns"]
-
-    def run(argv, input_text=None):
-        try:
-            return netns_exec.run(argv, netns=netns, input_text=input_text)
-        except netns_exec.NetnsNotFound:
-            raise FabricError("netns %s: does not exist" % netns)
-
-    try:
-        plan, result = core.build(module.params, run, Tools(module.get_bin_path), core.xtables_target_lookup(),
-                                  warn=module.warn, diff=module._diff,
-                                  check_mode=module.check_mode)
-    except FabricError as exc:
-        module.fail_json(msg=str(exc))
-    result["invocation"] = {"module_args": _summarised(module.params)}
-    finish(module, plan, **result)
+    run_module(ARGUMENT_SPEC, build, pyroute2=False, summarise=_summarised)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@
 """Run the planned transaction, and make a failure leave the tables as they were.
 
 iptables-restore commits table by table (both flavours call commit at each ``COMMIT`` line),
-and the kernel applies each table atomically. So when table 2 of a transaction is rejected,
-table 1 has already been committed. :class:`Applier` then reads the tables again and writes
-back, for the owned chains, owned jumps and registry the plan touched, exactly what
-iptables-save printed before: the run is all-or-nothing for everything this module owns, and
-never touches anything else while doing so.
+and the kernel applies each table atomically. So the plan has one action per table, and each
+action's undo is real: :class:`Transaction` reads the tables again and writes back, for the
+owned chains, owned jumps and registry of that table, exactly what iptables-save printed before.
+When table 2 is rejected, the plan undoes table 1 that way; a put-back that fails is raised and
+reported by the plan (``undo_errors``), never swallowed. Nothing outside what the owner owns is
+touched while doing so.
 
 Failures are explained the way kube-proxy logs them: iptables' own message, the offending line
 with three lines of context, and which task item it came from. Legacy iptables names only the
@@ -23,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset import names
@@ -34,10 +36,17 @@ _LINE_RES = (re.compile(r"Error occurred at line: (\d+)"), re.compile(r"\bline (
              re.compile(r"\bline (\d+) failed"))
 
 
-class Applier(object):
-    """Applies one RulesetPlan. ``run(argv, input_text=None)`` runs in the target netns."""
+class Transaction(object):
+    """Applies one RulesetPlan, one table per plan action (iptables commits table by table).
 
-    def __init__(self, run, obs, observed, rp, restore_argv, commands, warnings):
+    ``committer(tp)`` is the action that writes table ``tp``; ``putter_back(tp)`` its undo: it
+    reads the tables again and restores, for the owned chains, owned jumps and registry of that
+    table, exactly the text iptables-save printed before the run (so the undo is real, and a
+    failed put-back raises, which the plan reports). ``run(argv, input_text=None)`` runs in the
+    target netns; ``timing['restore']`` accumulates the seconds spent in iptables-restore.
+    """
+
+    def __init__(self, run, obs, observed, rp, restore_argv, commands, warnings, timing=None):
         self.run = run
         self.obs = obs
         self.observed = observed
@@ -45,27 +54,65 @@ class Applier(object):
         self.restore_argv = restore_argv
         self.commands = commands
         self.warnings = warnings
+        self.timing = {} if timing is None else timing
         self.learned = []
+        self._lines = {}
 
-    def __call__(self):
-        # created chains are canonicalised here (their fingerprints go into the registry lines);
-        # a rule refused at this point stops the run before iptables-restore starts
-        lines = self.rp.restore_lines()
-        text = "".join(line.text + "\n" for line in lines)
+    def committer(self, tp):
+        return lambda: self.commit(tp)
+
+    def putter_back(self, tp):
+        return lambda: self.put_back(tp)
+
+    def _restore(self, text, note=""):
+        start = time.monotonic()
         rc, out, err = self.run(self.restore_argv, input_text=text)
-        self.commands.append(" ".join(self.restore_argv))
+        self.timing["restore"] = round(self.timing.get("restore", 0.0) + time.monotonic() - start, 4)
+        self.commands.append(" ".join(self.restore_argv) + note)
+        return rc, out, err
+
+    def commit(self, tp):
+        # created chains are canonicalised here, for every table before the first one is written
+        # (their fingerprints go into the registry lines): a rule refused at this point stops the
+        # run before iptables-restore starts
+        self.rp.settle_all()
+        lines = list(tp.iter_lines(settle=True))
+        text = "".join(line.text + "\n" for line in lines)
+        rc, out, err = self._restore(text)
         if rc == 0:
-            if any(t.verify for t in self.rp.tables):
-                self._verify_spellings()
+            if tp.verify:
+                self._verify_spellings(tp)
             return
-        message = explain(err or out, lines, rc)
-        located = self._locate(err or out, lines)
+        stderr = err or out
+        located = self._locate(stderr, lines)
+        if located and located[0] is not None:
+            index = located[0]
+        else:
+            number = _line_number(stderr)
+            index = number - 1 if number else None
+        message = "%s: %s" % (self._name(tp, lines, index), explain(stderr, lines, rc))
         if located:
-            message += "\n" + located
-        message += "\n" + self._rollback()
+            message += "\n" + located[1]
+        try:
+            # iptables commits a table atomically: a refused table should be as it was; check it
+            if self.put_back(tp):
+                message += "\nTable %s was partly written and has been put back as it was." % tp.name
+        except FabricError as exc:
+            message += "\nTable %s: %s" % (tp.name, exc)
         raise FabricError(message)
 
-    # --- after a failure ----------------------------------------------------------------------
+    def _name(self, tp, lines, index):
+        """``nat_rule owner O: TABLE chain C rule 'R'``: the object iptables refused."""
+        head = "nat_rule owner %s: %s" % (self.rp.owner, tp.name)
+        if isinstance(index, int) and 0 <= index < len(lines):
+            line = lines[index]
+            if line.chain:
+                head += " chain %s" % line.chain
+            if line.rule is not None:
+                head += " rule %r" % line.rule
+        return head
+
+    # --- undo ---------------------------------------------------------------------------------
 
     def _save(self):
         rc, out, err = self.run([self.obs.save_cmd])
@@ -74,88 +121,78 @@ class Applier(object):
             raise FabricError("%s failed: %s" % (self.obs.save_cmd, (err or out).strip()))
         return parse_save(out)
 
-    def _rollback(self):
-        try:
-            now = self._save()
-            lines = rollback_lines(self.rp, self.observed, now)
-        except FabricError as exc:
-            return "Could not check whether tables were committed before the failure: %s" % exc
+    def put_back(self, tp):
+        """Restore table ``tp``'s owned objects as they were; True when something was written.
+        Raises FabricError when that is not possible or not complete."""
+        now = self._save()
+        lines = rollback_lines(self.rp, self.observed, now, tables=[tp])
         if not lines:
-            return "Nothing was committed: the tables are as they were."
-        tables = sorted(set(line.split()[0][1:] for line in lines if line.startswith("*")))
+            return False
         text = "".join(line + "\n" for line in lines)
-        rc, out, err = self.run(self.restore_argv, input_text=text)
-        self.commands.append(" ".join(self.restore_argv) + " (rollback)")
+        rc, out, err = self._restore(text, " (put back %s)" % tp.name)
         if rc != 0:
-            return ("Table(s) %s had already been committed and rolling them back FAILED: %s\n"
-                    "Rollback transaction:\n%s" % (", ".join(tables), (err or out).strip(), text))
-        try:
-            after = self._save()
-            left = rollback_lines(self.rp, self.observed, after)
-        except FabricError as exc:
-            return "Table(s) %s had already been committed and were rolled back (not verified: %s)." % (", ".join(tables), exc)
-        if left:
-            return "Table(s) %s had already been committed; the rollback did not restore them completely." % ", ".join(tables)
-        return "Table(s) %s had already been committed and were rolled back: the tables are as they were." % ", ".join(tables)
+            raise FabricError("putting back table %s FAILED: %s\nput-back transaction:\n%s"
+                              % (tp.name, (err or out).strip(), text))
+        if rollback_lines(self.rp, self.observed, self._save(), tables=[tp]):
+            raise FabricError("putting back table %s did not restore it completely" % tp.name)
+        return True
 
     def _locate(self, stderr, lines):
         """Legacy iptables only names COMMIT when the kernel refuses a table: find the rule."""
         number = _line_number(stderr)
         if number is None or not 1 <= number <= len(lines) or lines[number - 1].text != "COMMIT":
-            return ""
+            return None
         table = lines[number - 1].table
         quoted = re.findall(r"'([^']+)'", stderr)
         for name in quoted:
             for i, line in enumerate(lines):
                 if line.table == table and re.search(r"\s-[jg]\s+%s(\s|$)" % re.escape(name), line.text):
-                    return "The rule naming %s:\n%s" % (name, context(lines, i + 1))
+                    return i, "The rule naming %s:\n%s" % (name, context(lines, i + 1))
         if self.obs.flavour != "legacy":
-            return ""
+            return None
         try:
             index = locate_rejected_rule(self.obs.restore_cmd, self.observed.get(table), lines, table)
         except Exception as exc:  # best effort: the original error is what counts
-            return "(could not replay the transaction to find the rule: %s)" % exc
+            return None, "(could not replay the transaction to find the rule: %s)" % exc
         if index is None:
-            return ""
-        return ("The kernel refuses line %d (%s), found by replaying the transaction in a private namespace:\n%s"
+            return None
+        return index, ("The kernel refuses line %d (%s), found by replaying the transaction in a private namespace:\n%s"
                 % (index + 1, lines[index].where or lines[index].table, context(lines, index + 1)))
 
     # --- after success: rules we could not canonicalise with certainty ------------------------
 
-    def _verify_spellings(self):
+    def _verify_spellings(self, tp):
         try:
             now = self._save()
         except FabricError as exc:
             self.warnings.append("could not read the rules back to check their spelling: %s" % exc)
             return
         fix = []
-        for tp in self.rp.tables:
-            table = now.get(tp.name)
-            entries = dict(tp.registry_entries)
-            for chain, (declared, predicted) in sorted(tp.verify.items()):
-                printed = table.chains[chain].rules if table is not None and chain in table.chains else None
-                if printed is None or printed == predicted:
-                    continue
-                for i, (want, got) in enumerate(zip(predicted, printed)):
-                    if want != got:
-                        self.warnings.append(
-                            "table %s chain %s rule %d: iptables prints it back as %r (the module expected %r); "
-                            "recorded what the kernel printed, so unchanged rules will not be rewritten again"
-                            % (tp.name, chain, i + 1, got, want))
-                        break
-                entries[chain] = names.fingerprint(declared, printed)
-                self.learned.append("%s/%s" % (tp.name, chain))
-            if entries != tp.registry_entries:
-                registry = names.registry_chain(self.rp.owner)
-                old = set(names.encode_registry(self.rp.owner, tp.registry_entries))
-                new = names.encode_registry(self.rp.owner, entries)
-                fix.append("*%s" % tp.name)
-                fix += ["-D %s %s" % (registry, r) for r in sorted(old - set(new))]
-                fix += ["-A %s %s" % (registry, r) for r in new if r not in old]
-                fix.append("COMMIT")
+        table = now.get(tp.name)
+        entries = dict(tp.registry_entries)
+        for chain, (declared, predicted) in sorted(tp.verify.items()):
+            printed = table.chains[chain].rules if table is not None and chain in table.chains else None
+            if printed is None or printed == predicted:
+                continue
+            for i, (want, got) in enumerate(zip(predicted, printed)):
+                if want != got:
+                    self.warnings.append(
+                        "table %s chain %s rule %d: iptables prints it back as %r (the module expected %r); "
+                        "recorded what the kernel printed, so unchanged rules will not be rewritten again"
+                        % (tp.name, chain, i + 1, got, want))
+                    break
+            entries[chain] = names.fingerprint(declared, printed)
+            self.learned.append("%s/%s" % (tp.name, chain))
+        if entries != tp.registry_entries:
+            registry = names.registry_chain(self.rp.owner)
+            old = set(names.encode_registry(self.rp.owner, tp.registry_entries))
+            new = names.encode_registry(self.rp.owner, entries)
+            fix.append("*%s" % tp.name)
+            fix += ["-D %s %s" % (registry, r) for r in sorted(old - set(new))]
+            fix += ["-A %s %s" % (registry, r) for r in new if r not in old]
+            fix.append("COMMIT")
         if fix:
-            rc, out, err = self.run(self.restore_argv, input_text="".join(line + "\n" for line in fix))
-            self.commands.append(" ".join(self.restore_argv) + " (fingerprints)")
+            rc, out, err = self._restore("".join(line + "\n" for line in fix), " (fingerprints)")
             if rc != 0:
                 self.warnings.append("could not record the kernel's spelling: %s" % (err or out).strip())
 
@@ -192,12 +229,13 @@ def explain(stderr, lines, rc=None):
 
 # --- rollback -------------------------------------------------------------------------------------
 
-def rollback_lines(rp, before, now):
-    """Restore lines that put back, in ``now``, what ``before`` had for everything ``rp`` touched."""
+def rollback_lines(rp, before, now, tables=None):
+    """Restore lines that put back, in ``now``, what ``before`` had for everything ``rp`` touched
+    (in ``tables``, default: all of the plan's TablePlans)."""
     out = []
     registry = names.registry_chain(rp.owner)
     marker = names.jump_marker_text(rp.owner)
-    for tp in rp.tables:
+    for tp in rp.tables if tables is None else tables:
         b = before.get(tp.name)
         n = now.get(tp.name)
         bchains = b.chains if b is not None else {}

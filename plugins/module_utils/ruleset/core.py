@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
+from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan, PlanFailed
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset import flavour as flavours
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset import names
-from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.apply import Applier
+from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.apply import Transaction
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.parse import parse_save
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.planner import ChainSpec, Desired, JumpSpec, plan_ruleset
 
@@ -25,7 +27,7 @@ XTABLES_LIBDIRS = ("/usr/lib/*/xtables", "/usr/lib64/xtables", "/usr/lib/xtables
 
 def desired_from_params(params):
     """Module parameters -> Desired (validated: owner, tables, chain names, positions)."""
-    owner = names.check_owner(params.get("owner") or "default")
+    owner = owners.check(params.get("owner"), purge=bool(params.get("purge")))
     default_table = params.get("table") or "nat"
     state = params.get("state") or "present"
     chains = []
@@ -151,35 +153,48 @@ def xtables_target_lookup(libdirs=None):
     return exists
 
 
-def build(params, run, tools, target_exists=None, warn=None, diff=True, check_mode=False):
-    """Observe and plan. Returns (plan, result); the plan's one action applies the transaction.
+def build(params, run, tools, target_exists=None, warn=None, diff=True, check_mode=False, timing=None,
+          netns_missing=False):
+    """Observe and plan. Returns (plan, result); the plan has one action per changed table.
 
     ``run(argv, input_text=None)`` -> (rc, stdout, stderr) runs a program in the target netns;
     ``tools`` is a flavour.Tools; ``warn(text)`` reports a warning (AnsibleModule.warn);
     ``diff``: compute the rule-level before/after (only needed in diff mode); ``check_mode``:
     canonicalise every new rule now (a real run does it when it writes the transaction), so
-    check mode reports the same input errors a real run would.
+    check mode reports the same input errors a real run would. ``netns_missing`` (check mode
+    only): the namespace does not exist yet, so its tables are empty and everything is created.
+    ``timing`` (a dict, the runner's ``ctx.timing``) gets ``read`` (iptables-save), ``plan``
+    and, when applied, ``restore`` seconds.
     Raises FabricError for bad input and refused ownership.
     """
+    timing = {} if timing is None else timing
+    start = time.monotonic()
     desired = desired_from_params(params)
     commands = []
     warnings = _Warnings(warn)
+    if netns_missing:
+        def run(argv, input_text=None):  # pylint: disable=function-redefined,unused-argument
+            return 0, "", ""             # a namespace not created yet has empty tables
     obs = flavours.observe(run, tools, params.get("iptables_flavour") or "auto",
                            names.registry_chain(desired.owner), commands)
+    if netns_missing:
+        obs.reason += " (the namespace does not exist yet: planned from empty tables)"
+        commands[:] = []
+    read = time.monotonic()
+    timing["read"] = round(read - start, 4)
     observed = parse_save(obs.save_text)
     rp = plan_ruleset(desired, observed, target_exists)
     if check_mode:
         rp.settle_all()
     for note in rp.notes:
         warnings.append(note)
-    plan = Plan()
+    plan = RestorePlan()
     if diff:
-        plan.before, plan.after = rp.diff()
+        plan.before, plan.after = rp.diff_by_table()
     count = rp.count_lines() if rp.changed else 0
     result = dict(
         iptables_flavour=obs.flavour,
         iptables_flavour_reason=obs.reason,
-        owner=desired.owner,
         chains_created=rp.names("created"),
         chains_updated=rp.names("updated"),
         chains_deleted=rp.names("deleted"),
@@ -190,11 +205,30 @@ def build(params, run, tools, target_exists=None, warn=None, diff=True, check_mo
     )
     if rp.changed:
         argv = flavours.restore_argv(obs, params.get("wait"))
-        applier = Applier(lambda a, input_text=None: run(a, input_text=input_text), obs, observed, rp, argv,
-                          commands, warnings)
-        plan.add(_describe(rp, obs), applier)
-        result["learned"] = applier.learned
+        tx = Transaction(run, obs, observed, rp, argv, commands, warnings, timing)
+        for tp in rp.tables:
+            plan.add(_describe(desired.owner, tp, obs), tx.committer(tp), tx.putter_back(tp))
+        result["learned"] = tx.learned
+    timing["plan"] = round(time.monotonic() - read, 4)
     return plan, result
+
+
+class RestorePlan(Plan):
+    """A Plan whose failure message starts with the object iptables refused, when it is known
+    (``nat_rule owner O: TABLE chain C rule 'R': iptables-restore: ...``), instead of with the
+    action's description."""
+
+    def _failed(self, action, reason, done):
+        exc = Plan._failed(self, action, reason, done)
+        message = str(exc)
+        prefix = action.description + ": "
+        if reason.startswith("nat_rule owner ") and message.startswith(prefix + reason):
+            # the outcome (rolled back / not) on the first line, iptables' context lines after it
+            first, _, rest = reason.partition("\n")
+            message = first + message[len(prefix + reason):] + ("\n" + rest if rest else "")
+            exc = PlanFailed(message, exc.failed, exc.done, exc.rolled_back, exc.not_undone,
+                             exc.undo_errors)
+        return exc
 
 
 class _Warnings(list):
@@ -210,13 +244,11 @@ class _Warnings(list):
             self._warn(text)
 
 
-def _describe(rp, obs):
-    parts = []
-    for t in rp.tables:
-        bits = []
-        for label, n in (("created", len(t.created)), ("updated", len(t.updated)), ("deleted", len(t.deleted)),
-                         ("jumps added", len(t.jumps_added)), ("jumps removed", len(t.jumps_removed))):
-            if n:
-                bits.append("%d %s" % (n, label))
-        parts.append("%s: %s" % (t.name, ", ".join(bits) or "ownership registry"))
-    return "iptables-%s-restore --noflush (%s)" % (obs.flavour, "; ".join(parts))
+def _describe(owner, t, obs):
+    bits = []
+    for label, n in (("created", len(t.created)), ("updated", len(t.updated)), ("deleted", len(t.deleted)),
+                     ("jumps added", len(t.jumps_added)), ("jumps removed", len(t.jumps_removed))):
+        if n:
+            bits.append("%d %s" % (n, label))
+    return "nat_rule owner %s: iptables-%s-restore --noflush table %s (%s)" % (
+        owner, obs.flavour, t.name, ", ".join(bits) or "ownership registry")

@@ -214,6 +214,16 @@ class RulesetPlan(object):
                 after += ["*%s" % t.name] + a
         return ("\n".join(before) + "\n" if before else ""), ("\n".join(after) + "\n" if after else "")
 
+    def diff_by_table(self):
+        """({table: text}, {table: text}): :meth:`diff` keyed by table, for the runner's diff."""
+        before, after = {}, {}
+        for t in self.tables:
+            b, a = _table_diff(t) if t.diff_source else ([], [])
+            if b or a:
+                before[t.name] = "".join(line + "\n" for line in b)
+                after[t.name] = "".join(line + "\n" for line in a)
+        return before, after
+
 
 _JUMP_RE = re.compile(r"(?:^|\s)-[jg]\s+(\S+)")
 

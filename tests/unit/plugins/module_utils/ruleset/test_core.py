@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, PlanFailed
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset import core, planner
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.flavour import Tools
 
@@ -258,10 +258,58 @@ def test_a_failure_in_a_later_table_rolls_back_the_committed_one():
         jumps=SERVICE["jumps"] + [dict(table="filter", chain="FORWARD", rule="-j PODNET-FW")])
     both["chains"][3] = dict(name="KUBE-SEP-A", rules=["-p tcp -j DNAT --to-destination 10.244.1.9:8080"])
     fake.reject.add("BAD")
-    with pytest.raises(FabricError) as err:
+    with pytest.raises(PlanFailed) as err:
         task(fake, **both)
-    assert "Table(s) nat had already been committed and were rolled back" in str(err.value)
+    first = str(err.value).splitlines()[0]
+    assert first.startswith("nat_rule owner svc: filter chain PODNET-FW rule '-j LOG --log-prefix BAD': "
+                            "iptables-restore failed"), first
+    assert first.endswith("(rolled back: 1 action undone)"), first
+    assert ">>" in str(err.value)                       # the context lines follow
+    assert err.value.rolled_back and not err.value.changed
     assert fake.save() == before
+
+
+def test_a_put_back_that_fails_is_reported():
+    fake = FakeIptables(FOREIGN)
+    task(fake, **SERVICE)
+    both = service(chains=SERVICE["chains"] + [dict(table="filter", name="PODNET-FW", rules=["-j LOG --log-prefix BAD"])])
+    both["chains"][3] = dict(name="KUBE-SEP-A", rules=["-p tcp -j DNAT --to-destination 10.244.1.9:8080"])
+    fake.reject.update(["BAD", "10.244.1.5:8080"])      # the old KUBE-SEP-A rule cannot be written back
+    with pytest.raises(PlanFailed) as err:
+        task(fake, **both)
+    assert err.value.changed and err.value.undo_errors
+    assert "putting back table nat FAILED" in err.value.undo_errors[0]
+    assert "NOT fully rolled back" in str(err.value).splitlines()[0]
+
+
+def test_every_table_action_has_a_real_undo():
+    fake = FakeIptables(FOREIGN)
+    both = service(chains=SERVICE["chains"] + [dict(table="filter", name="PODNET-FW", rules=["-j ACCEPT"])])
+    r = task(fake, check=True, **both)
+    plan = r["plan"]
+    assert [a.description.split(" table ")[1].split()[0] for a in plan.actions] == ["nat", "filter"]
+    assert all(a.undo is not None and not a.irreversible for a in plan.actions)
+
+
+def test_check_mode_in_a_namespace_not_created_yet_predicts_everything():
+    fake = FakeIptables(FOREIGN)
+    timing = {}
+    plan, result = core.build(dict(SERVICE), fake, Tools(fake.which), target_exists=lambda n: n in TARGETS,
+                              check_mode=True, timing=timing, netns_missing=True)
+    assert fake.calls == []                             # nothing ran: there is nowhere to run it
+    assert sorted(result["chains_created"]) == sorted("nat/" + c["name"] for c in SERVICE["chains"])
+    assert len(result["jumps_added"]) == 2 and plan.changed
+    assert "does not exist yet" in result["iptables_flavour_reason"]
+    assert set(timing) >= {"read", "plan"}
+
+
+def test_timing_splits_read_plan_restore():
+    fake = FakeIptables(FOREIGN)
+    timing = {}
+    plan, result = core.build(dict(SERVICE), fake, Tools(fake.which), target_exists=lambda n: n in TARGETS,
+                              timing=timing)
+    plan.apply()
+    assert set(timing) == {"read", "plan", "restore"}
 
 
 def test_state_absent_refuses_foreign_chains():

@@ -85,15 +85,15 @@ def test_a_rejected_rule_names_its_ruleset_line():
 def test_diff_shows_rules_as_iptables_prints_them():
     fake = FakeIptables()
     plan, result = core.build(dict(owner="o", ruleset=TEXT), fake, Tools(fake.which), diff=True)
-    assert plan.before == "*nat\n*filter\n"
-    assert "-A KUBE-SVC-A -p tcp -j DNAT --to-destination 192.168.1.10:6443\n" in plan.after
+    assert plan.before == {"nat": "", "filter": ""}
+    assert "-A KUBE-SVC-A -p tcp -j DNAT --to-destination 192.168.1.10:6443\n" in plan.after["nat"]
     assert ('-A PREROUTING -m comment --comment "podnet.fabric:o" -m comment --comment "kubernetes service portals" '
-            "-j KUBE-SERVICES") in plan.after
+            "-j KUBE-SERVICES") in plan.after["nat"]
     plan.apply()
     changed = TEXT.replace("192.168.1.10:6443", "192.168.1.11:6443")
     plan, result = core.build(dict(owner="o", ruleset=changed), fake, Tools(fake.which), diff=True)
-    assert plan.before == ("*nat\n:KUBE-SVC-A - [0:0]\n"
-                           "-A KUBE-SVC-A -p tcp -j DNAT --to-destination 192.168.1.10:6443\n")
-    assert plan.after == ("*nat\n:KUBE-SVC-A - [0:0]\n"
-                          "-A KUBE-SVC-A -p tcp -j DNAT --to-destination 192.168.1.11:6443\n")
+    assert plan.before == {"nat": ":KUBE-SVC-A - [0:0]\n"
+                                  "-A KUBE-SVC-A -p tcp -j DNAT --to-destination 192.168.1.10:6443\n"}
+    assert plan.after == {"nat": ":KUBE-SVC-A - [0:0]\n"
+                                 "-A KUBE-SVC-A -p tcp -j DNAT --to-destination 192.168.1.11:6443\n"}
     assert result["chains_updated"] == ["nat/KUBE-SVC-A"]
