@@ -107,7 +107,9 @@ def test_two_owners_purge_in_turn_foreign_objects_survive(playbook, netns_factor
     sh("ip", "-n", node, "link", "add", "vethd0", "type", "veth", "peer", "name", "eth0", "netns", foreign_ns)
     sh("ip", "-n", node, "link", "set", "vethd0", "master", "docker0")
     a1, a2, b1, b2 = pod_names(4)
-    assert not playbook([fixed(node, [a1, a2], A, 2), fixed(node, [b1, b2], B, 100)]).failed
+    first = playbook([fixed(node, [a1, a2], A, 2), fixed(node, [b1, b2], B, 100)])
+    assert not first.failed, first
+    a2_veth = [p["veth"] for p in first[0]["pods"] if p["name"] == a2][0]
     foreign = snapshot(foreign_ns)
     docker = [lk for lk in snapshot(node)[node]["links"] if lk["ifname"] in ("docker0", "vethd0")]
     for _round in range(2):
@@ -119,6 +121,7 @@ def test_two_owners_purge_in_turn_foreign_objects_survive(playbook, netns_factor
         assert snapshot(b1, b2) == kept_b
     names = netns_list()
     assert a1 in names and a2 not in names and {b1, b2} <= names
+    assert a2_veth not in [lk["ifname"] for lk in ip_json("link", netns=node)]
     assert snapshot(foreign_ns) == foreign
     assert [lk for lk in snapshot(node)[node]["links"] if lk["ifname"] in ("docker0", "vethd0")] == docker
     sh("ping", "-c", "1", "-W", "2", "10.244.1.101", netns=a1)
