@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import ipaddress
 import os
+import resource
 
 from ansible_collections.podnet.fabric.plugins.module_utils import ipam
 from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
@@ -116,6 +117,7 @@ def plan(ipr, cfg, owner, purge=False, check_mode=False, registry=None):
     bridge, then per pod netns, veth, addresses, hairpin, route; the irreversible ones (stale
     ends, purge) and IPAM releases last.
     """
+    _enough_files(len(cfg["pods"]))
     result = Plan()
     ipr = veth.Snapshot(ipr) if ipr is not None else None  # one link and one address dump for all
     spaces = veth.Namespaces(ipr, missing_ok=True)
@@ -127,6 +129,17 @@ def plan(ipr, cfg, owner, purge=False, check_mode=False, registry=None):
         raise
     spaces.planned()
     return result, pods
+
+
+def _enough_files(pods):
+    """Each pod's namespace handle holds a few descriptors until the run ends (3 with pyroute2
+    0.7, 4 with 0.9): raise the soft RLIMIT_NOFILE towards the hard one when 1024 is too few."""
+    need = 64 + 6 * pods
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _merge(result, sub, key, before, after):
