@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, sh
+from conftest import REPO, sh, unique
 
 sys.path.insert(0, str(REPO / ".collections"))
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.canon import canonicalise  # noqa: E402
@@ -139,7 +139,8 @@ def test_four_runs_check_apply_idempotent(playbook, netns, flavour, restore_log)
     assert save(netns, flavour) == before, "check mode changed the tables"
     assert restore_log.calls() == []
     # rule-level diff in iptables-save spelling
-    after = r1[0]["diff"]["after"]
+    after = r1[0]["diff"]["after"]["nat"]
+    assert set(r1[0]["timing"]) >= {"read", "plan"}
     assert "-A KUBE-SVC-WEB -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-A" in after
     assert ('-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "default/web:http cluster IP" '
             "-m tcp --dport 80 -j KUBE-SVC-WEB") in after
@@ -149,6 +150,7 @@ def test_four_runs_check_apply_idempotent(playbook, netns, flavour, restore_log)
     assert r2[0]["changed"] and sorted(r2[0]["chains_created"]) == sorted("nat/" + n for n in SERVICE_NAMES)
     assert len(r2[0]["jumps_added"]) == 3
     assert len(restore_log.calls()) == 1
+    assert set(r2[0]["timing"]) >= {"read", "plan", "restore"}
     assert chain_rules(netns, "nat", "KUBE-SVC-WEB", flavour) == [
         "-m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-A", "-j KUBE-SEP-B"]
     assert chain_rules(netns, "nat", "KUBE-MARK-MASQ", flavour) == ["-j MARK --set-xmark 0x4000/0x4000"]
@@ -161,6 +163,7 @@ def test_four_runs_check_apply_idempotent(playbook, netns, flavour, restore_log)
     assert not r3.failed and not r3[0]["changed"], r3
     r4 = playbook([task], diff=True)
     assert not r4.failed and not r4[0]["changed"], r4
+    assert r4[0]["diff"] == {"before": {}, "after": {}}
     assert r4[0]["restore_lines"] == 0 and not any("restore" in c for c in r4[0]["commands"])
     assert len(restore_log.calls()) == 1, "a no-op run called iptables-restore: %s" % restore_log.calls()
 
@@ -341,6 +344,9 @@ def test_rejected_rule_leaves_every_table_as_it_was(playbook, netns, flavour, ba
     assert r.failed
     msg = r[0]["msg"]
     assert save(netns, flavour) == before, msg
+    # the first line names the owner, table, chain and the refused rule
+    assert msg.startswith("nat_rule owner services: filter chain PODNET-FW rule %r: " % bad_rule), msg
+    assert r[0]["rolled_back"] and not r[0]["undo_errors"] and not r[0]["changed"], r[0]
     if message:
         assert message in msg
     # the offending rule, in context, and the task item it came from
@@ -377,6 +383,16 @@ def test_bad_input_is_refused_and_changes_nothing(playbook, netns):
 def test_missing_netns_is_an_error(playbook):
     r = playbook([nat_task("pnt-does-not-exist", "auto", chains=[])])
     assert r.failed and "netns pnt-does-not-exist: does not exist" in r[0]["msg"]
+
+
+def test_check_mode_before_the_netns_exists_predicts_everything(playbook):
+    ns = unique("pnt-later-")
+    task = nat_task(ns, "auto", owner="services", chains=SERVICE_CHAINS, jumps=SERVICE_JUMPS)
+    r = playbook([task], check=True, diff=True)
+    assert not r.failed, r
+    assert r[0]["changed"] and sorted(r[0]["chains_created"]) == sorted("nat/" + n for n in SERVICE_NAMES)
+    assert len(r[0]["jumps_added"]) == 3 and "does not exist yet" in r[0]["iptables_flavour_reason"]
+    assert subprocess.run(["ip", "netns", "pids", ns], capture_output=True, check=False).returncode != 0
 
 
 # --- packets between namespaces ---------------------------------------------------------------
