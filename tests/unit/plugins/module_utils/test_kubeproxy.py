@@ -242,3 +242,114 @@ def test_kube_dns_chains_from_objects():
     assert udp[0] == ('-m comment --comment "kube-system/kube-dns:dns cluster IP" -m udp -p udp -d 10.96.0.10 '
                       '--dport 53 ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ')
     assert "--probability 0.5000000000" in udp[1] and "statistic" not in udp[2]
+
+
+# ---- TestSyncProxyRulesRepeated: full sync, then partial syncs (KEP-3453) ---------------------
+
+REPEATED_NODE = dict(FAKE_NODE, nfacct=False)     # that test's fake proxier had no nfacct counters
+
+
+def repeated_steps():
+    steps = {}
+    title = None
+    for line in (DATA / "sync_repeated.rules").read_text().splitlines(True):
+        if line.startswith("## step "):
+            title = line[len("## step "):].split()[0]
+            steps[title] = ""
+        elif title and not line.startswith("#"):
+            steps[title] += line
+    return steps
+
+
+class Kernel(object):
+    """The nat chains iptables-save would show after each restore (what kube-proxy reads back)."""
+
+    def __init__(self):
+        self.chains = set()
+
+    def restore(self, text):
+        table = None
+        for line in text.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif table == "nat" and line.startswith(":"):
+                self.chains.add(line[1:].split()[0])
+            elif table == "nat" and line.startswith("-X "):
+                self.chains.discard(line.split()[1])
+
+
+def test_sync_proxy_rules_repeated_partial_syncs_match_kube_proxy():
+    steps = repeated_steps()
+    kernel = Kernel()
+    p80 = [{"name": "p80", "port": 80, "protocol": "TCP"}]
+    services = {
+        "ns1/svc1": svc("ns1", "svc1", "172.30.0.41", [port("p80", 80)], type="ClusterIP"),
+        "ns2/svc2": svc("ns2", "svc2", "172.30.0.42", [port("p8080", 8080)], type="ClusterIP"),
+    }
+    slices = {
+        "ns1/svc1": slice_("ns1", "svc1", [ep("10.0.1.1")], p80),
+        "ns2/svc2": slice_("ns2", "svc2", [ep("10.0.2.1")], [{"name": "p8080", "port": 8080, "protocol": "TCP"}]),
+    }
+
+    def sync(step, changed=None):
+        rs = build_ruleset(list(services.values()), list(slices.values()), REPEATED_NODE)
+        text = rs.restore_text(changed_services=changed, existing_chains=kernel.chains)
+        assert normalise(text) == steps[step], "step %s" % step
+        kernel.restore(text)
+
+    sync("1")
+    services["ns3/svc3"] = svc("ns3", "svc3", "172.30.0.43", [port("p80", 80)], type="ClusterIP")
+    slices["ns3/svc3"] = slice_("ns3", "svc3", [ep("10.0.3.1")], p80)
+    sync("2", {"ns3/svc3"})
+    del services["ns2/svc2"]            # its EndpointSlice stays, as in kube-proxy's test
+    sync("3", {"ns2/svc2"})
+    services["ns4/svc4"] = svc("ns4", "svc4", "172.30.0.44", [port("p80", 80)], type="ClusterIP")
+    sync("4", {"ns4/svc4"})
+    slices["ns4/svc4"] = slice_("ns4", "svc4", [ep("10.0.4.1")], p80)
+    sync("5", {"ns4/svc4"})
+    slices["ns3/svc3"] = slice_("ns3", "svc3", [ep("10.0.3.2")], p80)
+    sync("6", {"ns3/svc3"})
+    slices["ns3/svc3"] = slice_("ns3", "svc3", [ep("10.0.3.2"), ep("10.0.3.3")], p80)
+    sync("7", {"ns3/svc3"})
+    sync("8", set())
+    del services["ns4/svc4"]
+    sync("9")
+
+
+def test_service_chains_are_grouped_for_partial_rewrites():
+    services, slices = overall_objects()
+    rs = build_ruleset(services, slices, FAKE_NODE)
+    groups = {s: sorted(c.name for c in chains) for s, chains in rs.services().items()}
+    assert groups["ns5/svc5"] == ["KUBE-EXT-NUKIZ6OKUXPJNT4C", "KUBE-FW-NUKIZ6OKUXPJNT4C",
+                                  "KUBE-SEP-I77PXRDZVX7PMWMN", "KUBE-SVC-NUKIZ6OKUXPJNT4C"]
+    assert "ns6/svc6" not in groups          # no endpoints: only a filter REJECT in a shared chain
+    shared = [c.name for c in rs.chains if c.service is None]
+    assert shared == ["KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS",
+                      "KUBE-PROXY-FIREWALL", "KUBE-FIREWALL",
+                      "KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
+
+
+# ---- what nat_rule takes ------------------------------------------------------------------------
+
+def test_nat_rule_ruleset_parses_and_keeps_every_rule():
+    services, slices = overall_objects()
+    rs = build_ruleset(services, slices, dict(FAKE_NODE, nfacct=False))
+    chains, jumps = parse_ruleset(rs.nat_rule_ruleset())
+    assert [(c.table, c.name, c.rules) for c in chains] == [(c.table, c.name, c.rules) for c in rs.chains]
+    # the ruleset text groups the jumps by table (filter, then nat), each group in kube-proxy's order
+    assert [(j.table, j.chain, j.rule, j.position) for j in jumps] == [
+        (j["table"], j["chain"], j["rule"], "first") for j in sorted(rs.jumps, key=lambda j: j["table"] != "filter")]
+    assert ("nat", "PREROUTING", '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES') in [
+        (j.table, j.chain, j.rule) for j in jumps]
+    params = rs.nat_rule_params()
+    assert {"table": "nat", "name": "KUBE-MARK-MASQ", "rules": ["-j MARK --or-mark 0x4000"]} in params["chains"]
+
+
+def test_kubelet_firewall_chain_declared_even_when_empty():
+    """nat_rule needs KUBE-FIREWALL to exist for the INPUT/OUTPUT jumps; kube-proxy's restore omits it empty."""
+    rs = build_ruleset([], [], {"name": "n", "localhost_nodeports": False})
+    assert rs.chain("filter", "KUBE-FIREWALL").rules == []
+    assert ":KUBE-FIREWALL" not in rs.restore_text()
+    assert ":KUBE-FIREWALL - [0:0]" in rs.nat_rule_ruleset()
+    assert ('-m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" '
+            '-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS') in rs.chain("nat", "KUBE-SERVICES").rules
