@@ -84,6 +84,11 @@ options:
         must exist (see M(podnet.fabric.bridge)).
     type: bool
     default: false
+  bridge_mac:
+    description:
+      - With I(manage_bridge), the bridge's MAC address, kept stable while ports come and go
+        (see M(podnet.fabric.bridge)). Omit to leave it to the kernel.
+    type: str
   gateway:
     description:
       - The pods' default route - C(default via GATEWAY dev IFNAME) in each pod. Default the
@@ -185,6 +190,7 @@ ARGUMENT_SPEC = dict(
     )),
     bridge=dict(type="str", required=True),
     manage_bridge=dict(type="bool", default=False),
+    bridge_mac=dict(type="str"),
     gateway=dict(type="str"),
     mtu=dict(type="int"),
     hairpin=dict(type="bool", default=False),

@@ -34,6 +34,7 @@ def pod_names():
 
 def pods_task(node, pods, data_dir, owner=A, network="pnt", subnet="10.244.1.0/24", **extra):
     args = {"netns": node, "owner": owner, "bridge": "cni0", "manage_bridge": owner == A, "mtu": 1450, "hairpin": True,
+            "bridge_mac": "0a:58:0a:f4:01:01" if owner == A else None,
             "ipam": {"subnet": subnet, "data_dir": str(data_dir), "network": network},
             "pods": [p if isinstance(p, dict) else {"name": p} for p in pods]}
     if owner != A:
@@ -85,6 +86,8 @@ def test_pods_four_runs_from_a_fresh_node_and_ping(four_runs, playbook, netns_fa
         routes = ip_json("route", "show", "default", netns=pod)
         assert [(r["gateway"], r["dev"], r["protocol"]) for r in routes] == [("10.244.1.1", "eth0", A)]
         assert pod in netns_list()
+    br = ip_json("-d", "link", "show", "cni0", netns=node)[0]
+    assert br["address"] == "0a:58:0a:f4:01:01" and br["mtu"] == 1450 and br["ifalias"] == "podnet.fabric:itest-a"
     sh("ping", "-c", "1", "-W", "2", "10.244.1.50", netns=p1)
     sh("ping", "-c", "1", "-W", "2", "10.244.1.1", netns=p2)
     # Converged: no change and no diff, in check mode and for real (the honest diff).

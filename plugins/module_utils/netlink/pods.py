@@ -43,7 +43,8 @@ def mac_for(ip):
 
 def normalize(params):
     """Validate the module's parameters into a config dict (plain data)."""
-    cfg = {"bridge": core.check_ifname(params["bridge"], "pods bridge"), "manage_bridge": bool(params.get("manage_bridge"))}
+    cfg = {"bridge": core.check_ifname(params["bridge"], "pods bridge"), "manage_bridge": bool(params.get("manage_bridge")),
+           "bridge_mac": params.get("bridge_mac")}
     ipam_cfg = params.get("ipam")
     rng = None
     if ipam_cfg:
@@ -163,7 +164,7 @@ def _plan(result, ipr, spaces, cfg, owner, purge, check_mode, registry):
         result.after["ipam %s" % cfg["ipam"]["network"]] = ipam_plan.after
 
     if cfg["manage_bridge"]:
-        spec = {"name": cfg["bridge"], "mtu": cfg["mtu"]}
+        spec = {"name": cfg["bridge"], "mtu": cfg["mtu"], "mac": cfg["bridge_mac"]}
         if cfg["gateway"]:
             plen = cfg["ipam"]["range"].subnet.prefixlen if cfg["ipam"] else _prefix_for(cfg["gateway"], pods)
             spec["addresses"] = ["%s/%d" % (cfg["gateway"], plen)]
