@@ -10,7 +10,9 @@ service named in their comment, nat KUBE-SERVICES keeping its "must be the last 
 """
 from __future__ import annotations
 
+import ipaddress
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -353,3 +355,296 @@ def test_kubelet_firewall_chain_declared_even_when_empty():
     assert ":KUBE-FIREWALL - [0:0]" in rs.nat_rule_ruleset()
     assert ('-m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" '
             '-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS') in rs.chain("nat", "KUBE-SERVICES").rules
+
+
+# ---- kube-proxy's packet-flow tests (its tracePacket), on our ruleset ----------------------------
+
+LOCAL_IPS = {"127.0.0.1", "192.168.0.2", "192.168.1.2", "192.168.99.11"}   # lo + testNodeIPs (IPv4)
+EXTERNAL_CLIENT = "203.0.113.2"
+EXTERNAL_CLIENT_BLOCKED = "203.0.113.130"
+NODE_IP = "192.168.0.2"
+FLOW_NODE = dict(FAKE_NODE, nfacct=False)
+
+
+def _addr_matches(value, ip):
+    return ipaddress.ip_address(ip) in ipaddress.ip_network(value, strict=False)
+
+
+class Tracer(object):
+    """kube-proxy's iptablesTracer: follows a packet through the rules, probabilistic jumps fan out."""
+
+    def __init__(self, ruleset):
+        self.tables = {}
+        for c in ruleset.chains:
+            self.tables.setdefault(c.table, {})[c.name] = [shlex.split(r) for r in c.rules]
+        self.outputs = []
+        self.masq = False
+
+    @staticmethod
+    def _matches(tokens, src, proto, dst, dport):
+        neg = False
+        i = 0
+        while i < len(tokens):
+            tok = tokens[i]
+            if tok == "!":
+                neg = True
+                i += 1
+                continue
+            arg = tokens[i + 1] if i + 1 < len(tokens) else None
+            ok = True
+            if tok == "-s":
+                ok = _addr_matches(arg, src) != neg
+            elif tok == "-d":
+                ok = _addr_matches(arg, dst) != neg
+            elif tok == "--src-type":
+                ok = (src in LOCAL_IPS) == (arg == "LOCAL")
+            elif tok == "--dst-type":
+                ok = (dst in LOCAL_IPS) == (arg == "LOCAL")
+            elif tok == "-p":
+                ok = arg == proto
+            elif tok == "--dport":
+                ok = arg == str(dport)
+            elif tok in ("--rcheck", "--mark", "--ctstate"):
+                ok = False                   # history, marks and conntrack state never match here
+            if not ok:
+                return False
+            neg = False
+            i += 1
+        return True
+
+    def run(self, table, chain, src, proto, dst, dport):
+        for tokens in self.tables.get(table, {}).get(chain, []):
+            if "-j" not in tokens or not self._matches(tokens, src, proto, dst, dport):
+                continue
+            target = tokens[tokens.index("-j") + 1]
+            if target == "KUBE-MARK-MASQ":
+                self.masq = True
+            elif target in ("ACCEPT", "REJECT", "DROP"):
+                self.outputs.append(target)
+                return True
+            elif target == "DNAT":
+                self.outputs.append(tokens[tokens.index("--to-destination") + 1])
+                return True
+            elif self.run(table, target, src, proto, dst, dport) and "--probability" not in tokens:
+                return True
+        return False
+
+
+def trace(ruleset, src, dst, dport, proto="tcp"):
+    """(outputs joined by ", ", masqueraded) as kube-proxy's tracePacket returns them."""
+    t = Tracer(ruleset)
+    t.run("nat", "KUBE-SERVICES", src, proto, dst, dport)       # nat PREROUTING jumps here
+    if t.outputs:
+        dst = t.outputs[0].split(":")[0]
+    for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL"):
+        t.run("filter", chain, src, proto, dst, dport)
+    return ", ".join(t.outputs), t.masq
+
+
+def run_flows(ruleset, flows):
+    for name, src, dst, dport, output, masq, *proto in flows:
+        assert trace(ruleset, src, dst, dport, *proto) == (output, masq), name
+
+
+def test_trace_packet_on_overall_rules():
+    """TestTracePacket's flows, on the TestOverallIPTablesRules objects."""
+    services, slices = overall_objects()
+    rs = build_ruleset(services, slices, FLOW_NODE)
+    run_flows(rs, [
+        ("no match", "10.0.0.2", "10.0.0.3", 80, "", False),
+        ("single endpoint", "10.0.0.2", "172.30.0.41", 80, "10.180.0.1:80", False),
+        ("multiple endpoints", "10.0.0.2", "172.30.0.44", 80, "10.180.0.4:80, 10.180.0.5:80", False),
+        ("LOCAL, KUBE-MARK-MASQ", NODE_IP, "192.168.99.22", 80, "10.180.0.2:80", True),
+        ("DROP", EXTERNAL_CLIENT, "192.168.99.22", 80, "DROP", False),
+        ("ACCEPT (NodePortHealthCheck)", NODE_IP, NODE_IP, 30000, "ACCEPT", False),
+        ("REJECT", "10.0.0.2", "172.30.0.46", 80, "REJECT", False),
+    ])
+
+
+def test_no_endpoints_reject():
+    services = [svc("ns1", "svc1", "172.30.0.41", [port("p80", 80, nodePort=3001)], type="LoadBalancer",
+                    externalIPs=["192.168.99.11"], status=lb("1.2.3.4"))]
+    rs = build_ruleset(services, [], FLOW_NODE)
+    run_flows(rs, [
+        ("pod to cluster IP with no endpoints", "10.0.0.2", "172.30.0.41", 80, "REJECT", False),
+        ("external to external IP with no endpoints", EXTERNAL_CLIENT, "192.168.99.11", 80, "REJECT", False),
+        ("pod to NodePort with no endpoints", "10.0.0.2", NODE_IP, 3001, "REJECT", False),
+        ("external to NodePort with no endpoints", EXTERNAL_CLIENT, NODE_IP, 3001, "REJECT", False),
+        ("pod to LoadBalancer IP with no endpoints", "10.0.0.2", "1.2.3.4", 80, "REJECT", False),
+        ("external to LoadBalancer IP with no endpoints", EXTERNAL_CLIENT, "1.2.3.4", 80, "REJECT", False),
+    ])
+
+
+def test_cluster_ip_general():
+    services = [
+        svc("ns1", "svc1", "172.30.0.41", [port("http", 80)]),
+        svc("ns2", "svc2", "172.30.0.42", [port("http", 80), port("https", 443, targetPort=8443),
+                                           port("dns-udp", 53, "UDP"), port("dns-tcp", 53, targetPort=5353),
+                                           port("dns-sctp", 53, "SCTP")]),
+    ]
+    slices = [
+        slice_("ns1", "svc1", [ep("10.180.0.1", "test-node")], [{"name": "http", "port": 80, "protocol": "TCP"}]),
+        slice_("ns2", "svc2", [ep("10.180.0.1", "test-node"), ep("10.180.2.1", "node2")],
+               [{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "https", "port": 8443, "protocol": "TCP"},
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 5353, "protocol": "TCP"},
+                {"name": "dns-sctp", "port": 53, "protocol": "SCTP"}]),
+    ]
+    rs = build_ruleset(services, slices, FLOW_NODE)
+    both = "10.180.0.1:%d, 10.180.2.1:%d"
+    run_flows(rs, [
+        ("simple clusterIP", "10.180.0.2", "172.30.0.41", 80, "10.180.0.1:80", False),
+        ("hairpin to cluster IP", "10.180.0.1", "172.30.0.41", 80, "10.180.0.1:80", True),
+        ("clusterIP with multiple endpoints", "10.180.0.2", "172.30.0.42", 80, both % (80, 80), False),
+        ("clusterIP with TargetPort", "10.180.0.2", "172.30.0.42", 443, both % (8443, 8443), False),
+        ("TCP, UDP and SCTP on the same port (TCP)", "10.180.0.2", "172.30.0.42", 53, both % (5353, 5353), False, "tcp"),
+        ("TCP, UDP and SCTP on the same port (UDP)", "10.180.0.2", "172.30.0.42", 53, both % (53, 53), False, "udp"),
+        ("TCP, UDP and SCTP on the same port (SCTP)", "10.180.0.2", "172.30.0.42", 53, both % (53, 53), False, "sctp"),
+        ("TCP-only port does not match UDP traffic", "10.180.0.2", "172.30.0.42", 80, "", False, "udp"),
+        ("svc1 does not accept svc2's ports", "10.180.0.2", "172.30.0.41", 443, "", False),
+    ])
+
+
+def test_load_balancer_source_ranges():
+    services = [svc("ns1", "svc1", "172.30.0.41", [port("p80", 80, nodePort=3001)], type="LoadBalancer",
+                    loadBalancerSourceRanges=["192.168.0.0/24", " 203.0.113.0/25"], status=lb("1.2.3.4", "5.6.7.8"))]
+    slices = [slice_("ns1", "svc1", [ep("10.180.0.1")], [{"name": "p80", "port": 80, "protocol": "TCP"}])]
+    rs = build_ruleset(services, slices, FLOW_NODE)
+    out = "10.180.0.1:80"
+    run_flows(rs, [
+        ("pod to cluster IP", "10.0.0.2", "172.30.0.41", 80, out, False),
+        ("external to nodePort", EXTERNAL_CLIENT, NODE_IP, 3001, out, True),
+        ("nodePort bypasses LoadBalancerSourceRanges", EXTERNAL_CLIENT_BLOCKED, NODE_IP, 3001, out, True),
+        ("accepted external to LB1", EXTERNAL_CLIENT, "1.2.3.4", 80, out, True),
+        ("accepted external to LB2", EXTERNAL_CLIENT, "5.6.7.8", 80, out, True),
+        ("blocked external to LB1", EXTERNAL_CLIENT_BLOCKED, "1.2.3.4", 80, "DROP", False),
+        ("blocked external to LB2", EXTERNAL_CLIENT_BLOCKED, "5.6.7.8", 80, "DROP", False),
+        ("pod to LB1 (blocked by LoadBalancerSourceRanges)", "10.0.0.2", "1.2.3.4", 80, "DROP", False),
+        ("pod to LB2 (blocked by LoadBalancerSourceRanges)", "10.0.0.2", "5.6.7.8", 80, "DROP", False),
+        ("node to LB1 (allowed by LoadBalancerSourceRanges)", NODE_IP, "1.2.3.4", 80, out, True),
+        ("node to LB2 (allowed by LoadBalancerSourceRanges)", NODE_IP, "5.6.7.8", 80, out, True),
+        ("same node to LB1, SNATted to LB1 (implicitly allowed)", "1.2.3.4", "1.2.3.4", 80, out, True),
+        ("same node to LB2, SNATted to LB2 (implicitly allowed)", "5.6.7.8", "5.6.7.8", 80, out, True),
+    ])
+
+
+@pytest.mark.parametrize("localhost", [True, False])
+def test_node_ports(localhost):
+    services = [svc("ns1", "svc1", "172.30.0.41", [port("p80", 80, nodePort=3001)], type="NodePort")]
+    slices = [slice_("ns1", "svc1", [ep("10.180.0.1"), ep("10.180.2.1", "test-node")],
+                     [{"name": "p80", "port": 80, "protocol": "TCP"}])]
+    rs = build_ruleset(services, slices, dict(FLOW_NODE, localhost_nodeports=localhost))
+    out = "10.180.0.1:80, 10.180.2.1:80"
+    run_flows(rs, [
+        ("pod to cluster IP", "10.0.0.2", "172.30.0.41", 80, out, False),
+        ("external to nodePort", EXTERNAL_CLIENT, NODE_IP, 3001, out, True),
+        ("node to nodePort", NODE_IP, NODE_IP, 3001, out, True),
+        ("external to nodePort on secondary IP", EXTERNAL_CLIENT, "192.168.1.2", 3001, out, True),
+        ("localhost to nodePort", "127.0.0.1", "127.0.0.1", 3001, out if localhost else "", localhost),
+    ])
+    firewall = rs.chain("filter", "KUBE-FIREWALL").rules
+    assert firewall == ([
+        '-m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 '
+        '-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP'] if localhost else [])
+
+
+def test_node_ports_on_chosen_addresses():
+    """--nodeport-addresses 192.168.0.0/24 with localhost off: one jump for the node IP only."""
+    services = [svc("ns1", "svc1", "172.30.0.41", [port("p80", 80, nodePort=3001)], type="NodePort")]
+    slices = [slice_("ns1", "svc1", [ep("10.180.0.1")], [{"name": "p80", "port": 80, "protocol": "TCP"}])]
+    rs = build_ruleset(services, slices, dict(FLOW_NODE, nodeport_addresses=["192.168.0.0/24", "127.0.0.1/32"],
+                                              localhost_nodeports=False))
+    assert rs.chain("nat", "KUBE-SERVICES").rules[-1] == (
+        '-m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" '
+        '-d 192.168.0.2 -j KUBE-NODEPORTS')
+    run_flows(rs, [
+        ("external to nodePort", EXTERNAL_CLIENT, NODE_IP, 3001, "10.180.0.1:80", True),
+        ("secondary nodeIP ignores NodePorts", EXTERNAL_CLIENT, "192.168.1.2", 3001, "", False),
+        ("localhost to nodePort is ignored", "127.0.0.1", "127.0.0.1", 3001, "", False),
+    ])
+
+
+def _policy_objects(policy):
+    services = [svc("ns1", "svc1", "172.30.0.41", [port("p80", 80, nodePort=3001, targetPort=80)], type="LoadBalancer",
+                    externalTrafficPolicy=policy, externalIPs=["192.168.99.11"], healthCheckNodePort=30000,
+                    status=lb("1.2.3.4"))]
+    slices = [slice_("ns1", "svc1", [ep("10.180.0.1"), ep("10.180.2.1", "test-node")],
+                     [{"name": "p80", "port": 80, "protocol": "TCP"}])]
+    return build_ruleset(services, slices, FLOW_NODE)
+
+
+def test_external_traffic_policy_local():
+    rs = _policy_objects("Local")
+    both, local = "10.180.0.1:80, 10.180.2.1:80", "10.180.2.1:80"
+    run_flows(rs, [
+        ("pod to cluster IP hits both endpoints, unmasqueraded", "10.0.0.2", "172.30.0.41", 80, both, False),
+        ("pod to external IP hits both endpoints, unmasqueraded", "10.0.0.2", "192.168.99.11", 80, both, False),
+        ("external to external IP hits only local endpoint, unmasqueraded", EXTERNAL_CLIENT, "192.168.99.11", 80, local, False),
+        ("pod to LB IP hits only both endpoints, unmasqueraded", "10.0.0.2", "1.2.3.4", 80, both, False),
+        ("external to LB IP hits only local endpoint, unmasqueraded", EXTERNAL_CLIENT, "1.2.3.4", 80, local, False),
+        ("pod to NodePort hits both endpoints, unmasqueraded", "10.0.0.2", NODE_IP, 3001, both, False),
+        ("external to NodePort hits only local endpoint, unmasqueraded", EXTERNAL_CLIENT, NODE_IP, 3001, local, False),
+    ])
+    assert rs.chain("filter", "KUBE-NODEPORTS").rules == [
+        '-m comment --comment "ns1/svc1:p80 health check node port" -m tcp -p tcp --dport 30000 -j ACCEPT']
+
+
+def test_external_traffic_policy_cluster():
+    rs = _policy_objects("Cluster")
+    both = "10.180.0.1:80, 10.180.2.1:80"
+    run_flows(rs, [
+        ("pod to cluster IP hits both endpoints, unmasqueraded", "10.0.0.2", "172.30.0.41", 80, both, False),
+        ("pod to external IP hits both endpoints, masqueraded", "10.0.0.2", "192.168.99.11", 80, both, True),
+        ("external to external IP hits both endpoints, masqueraded", EXTERNAL_CLIENT, "192.168.99.11", 80, both, True),
+        ("pod to LB IP hits both endpoints, masqueraded", "10.0.0.2", "1.2.3.4", 80, both, True),
+        ("external to LB IP hits both endpoints, masqueraded", EXTERNAL_CLIENT, "1.2.3.4", 80, both, True),
+        ("pod to NodePort hits both endpoints, masqueraded", "10.0.0.2", NODE_IP, 3001, both, True),
+        ("external to NodePort hits both endpoints, masqueraded", EXTERNAL_CLIENT, NODE_IP, 3001, both, True),
+    ])
+    assert rs.chain("filter", "KUBE-NODEPORTS").rules == []    # no health check port for Cluster policy
+
+
+@pytest.mark.parametrize("policy, nodes, output", [
+    ("Cluster", ["test-node", "node1", "node2"], "10.0.1.1:80, 10.0.1.2:80, 10.0.1.3:80"),
+    ("Local", ["test-node", "node1", "node2"], "10.0.1.1:80"),
+    ("Local", ["test-node", "test-node", "node2"], "10.0.1.1:80, 10.0.1.2:80"),
+    ("Local", ["node0", "node1", "node2"], "DROP"),
+])
+def test_internal_traffic_policy(policy, nodes, output):
+    services = [svc("ns1", "svc1", "172.30.1.1", [{"port": 80, "protocol": "TCP"}], internalTrafficPolicy=policy)]
+    endpoints = [ep("10.0.1.%d" % (i + 1), n, ready=True) for i, n in enumerate(nodes)]
+    slices = [slice_("ns1", "svc1", endpoints, [{"name": "", "port": 80, "protocol": "TCP"}])]
+    run_flows(build_ruleset(services, slices, FLOW_NODE), [("pod to ClusterIP", "10.0.0.2", "172.30.1.1", 80, output, False)])
+    run_flows(build_ruleset(services, [], FLOW_NODE), [("endpoints deleted", "10.0.0.2", "172.30.1.1", 80, "REJECT", False)])
+
+
+def _cond(ready, serving, terminating):
+    return {"ready": ready, "serving": serving, "terminating": terminating}
+
+
+@pytest.mark.parametrize("endpoints, to_cluster_ip, to_lb", [
+    ([("10.0.1.1", "test-node", _cond(True, True, False)), ("10.0.1.2", "test-node", _cond(True, True, False)),
+      ("10.0.1.3", "test-node", _cond(False, True, True)), ("10.0.1.4", "test-node", _cond(False, False, True)),
+      ("10.0.1.5", "node-1", _cond(True, True, False))],
+     "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80", "10.0.1.1:80, 10.0.1.2:80"),
+    ([("10.0.1.2", "test-node", _cond(False, True, True)), ("10.0.1.3", "test-node", _cond(False, True, True)),
+      ("10.0.1.4", "test-node", _cond(False, False, True)), ("10.0.1.5", "node-1", _cond(True, True, False))],
+     "10.0.1.5:80", "10.0.1.2:80, 10.0.1.3:80"),
+    ([("10.0.1.5", "node-1", _cond(False, True, True))], "10.0.1.5:80", "DROP"),
+    ([("10.0.1.5", "test-node", _cond(False, False, True)), ("10.0.1.5", "node-1", _cond(False, False, True))],
+     "REJECT", "REJECT"),
+], ids=["ready endpoints exist", "only terminating endpoints exist", "terminating endpoints on remote node",
+        "no usable endpoints on any node"])
+def test_terminating_endpoints_traffic_policy_local(endpoints, to_cluster_ip, to_lb):
+    services = [svc("ns1", "svc1", "172.30.1.1", [{"name": "", "port": 80, "protocol": "TCP", "targetPort": 80}],
+                    type="LoadBalancer", externalTrafficPolicy="Local", healthCheckNodePort=30000, status=lb("1.2.3.4"))]
+    eps = [dict(ep(ip, node), conditions=cond) for ip, node, cond in endpoints]
+    slices = [slice_("ns1", "svc1", eps, [{"name": "", "port": 80, "protocol": "TCP"}])]
+    rs = build_ruleset(services, slices, FLOW_NODE)
+    run_flows(rs, [
+        ("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, to_cluster_ip, False),
+        ("external to LB", EXTERNAL_CLIENT, "1.2.3.4", 80, to_lb, False),
+    ])
+    run_flows(build_ruleset(services, [], FLOW_NODE), [
+        ("pod to clusterIP after endpoints deleted", "10.0.0.2", "172.30.1.1", 80, "REJECT", False),
+        ("external to LB after endpoints deleted", EXTERNAL_CLIENT, "1.2.3.4", 80, "REJECT", False),
+    ])
