@@ -648,3 +648,96 @@ def test_terminating_endpoints_traffic_policy_local(endpoints, to_cluster_ip, to
         ("pod to clusterIP after endpoints deleted", "10.0.0.2", "172.30.1.1", 80, "REJECT", False),
         ("external to LB after endpoints deleted", EXTERNAL_CLIENT, "1.2.3.4", 80, "REJECT", False),
     ])
+
+
+# ---- how the objects are read (pkg/proxy service.go, endpointslicecache.go) ----------------------
+
+def test_headless_external_name_and_ipv6_only_services_are_not_proxied():
+    assert service_ports(svc("ns", "headless", "None", [port("p", 80)])) == []
+    assert service_ports(svc("ns", "none", "", [port("p", 80)])) == []
+    assert service_ports(svc("ns", "ext", "10.96.0.5", [port("p", 80)], type="ExternalName", externalName="x.example")) == []
+    assert service_ports(svc("ns", "v6", "fd00::5", [port("p", 80)])) == []
+    rs = build_ruleset([svc("ns", "headless", "None", [port("p", 80)])],
+                       [slice_("ns", "headless", [ep("10.0.0.9")], [{"name": "p", "port": 80}])], FLOW_NODE)
+    assert not rs.services() and "headless" not in rs.restore_text()
+
+
+def test_service_defaults():
+    (sp,) = service_ports(svc("ns", "web", "10.96.0.7", [{"port": 80}], sessionAffinity="ClientIP"))
+    assert (sp.port_name, sp.protocol, sp.name_string, sp.sticky_seconds) == ("", "TCP", "ns/web", 10800)
+    (sp,) = service_ports({"metadata": {"name": "web"}, "spec": {"clusterIP": "10.96.0.7", "ports": [{"port": 80}],
+                                                                 "externalTrafficPolicy": "Local"}})
+    assert sp.namespace == "default" and not sp.external_policy_local   # ClusterIP without externalIPs
+
+
+def test_proxy_mode_and_other_family_lb_ingress_are_ignored():
+    (sp,) = service_ports(svc("ns", "lb", "10.96.0.8", [port("p", 80, nodePort=30080)], type="LoadBalancer",
+                              status={"loadBalancer": {"ingress": [{"ip": "1.2.3.4", "ipMode": "Proxy"},
+                                                                   {"ip": "2001:db8::1"}, {"hostname": "lb.example"},
+                                                                   {"ip": "5.6.7.8", "ipMode": "VIP"}]}},
+                              loadBalancerSourceRanges=["10.1.2.3/8", "bogus", "2001:db8::/64"]))
+    assert sp.lb_vips == ["5.6.7.8"] and [str(n) for n in sp.lb_source_ranges] == ["10.0.0.0/8"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"ports": [port("a", 80), port("a", 81)]}, r"Service ns/bad: spec.ports\[1\].name: a second TCP port named 'a'"),
+    ({"ports": [port("a", 0)]}, r"spec.ports\[0\].port: 0 is not a number from 1 to 65535"),
+    ({"ports": [port("a", 80, "ICMP")]}, r"spec.ports\[0\].protocol: 'ICMP' is not TCP, UDP or SCTP"),
+    ({"type": "Ingress", "ports": []}, r"Service ns/bad: spec.type 'Ingress'"),
+    ({"ports": [port("a", 80)], "sessionAffinity": "ClientIP",
+      "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}, r"timeoutSeconds: 0 is not a number from 1 to 86400"),
+])
+def test_bad_services_fail_with_one_line_naming_service_and_field(spec, message):
+    spec = dict(spec)
+    with pytest.raises(FabricError, match=message):
+        build_ruleset([svc("ns", "bad", "10.96.0.9", spec.pop("ports"), **spec)], [], FLOW_NODE)
+
+
+def test_same_port_name_on_two_protocols_is_fine():
+    ports = service_ports(svc("kube-system", "kube-dns", "10.96.0.10", [port("dns", 53, "UDP"), port("dns", 53, "TCP")]))
+    assert [p.protocol for p in ports] == ["UDP", "TCP"]
+
+
+def test_endpoints_sort_as_strings_and_prefer_the_running_duplicate():
+    eps = endpoints_map([
+        slice_("ns", "web", [ep("10.0.0.10"), ep("10.0.0.9", terminating=True, ready=False)], [{"name": "http", "port": 8080}]),
+        slice_("ns", "web", [ep("10.0.0.9", "n1"), ep("10.0.0.2")], [{"name": "http", "port": 8080}], index=2),
+        {"metadata": {"namespace": "ns", "name": "orphan"}, "endpoints": [ep("10.0.0.3")], "ports": [{"port": 1}]},
+        dict(slice_("ns", "web", [ep("fd00::1")], [{"name": "http", "port": 8080}], index=3), addressType="IPv6"),
+    ], "n1")
+    got = eps[("ns", "web", "http", "TCP")]
+    # "10.0.0.10:8080" < "10.0.0.2:8080": kube-proxy sorts the strings, not the addresses
+    assert [str(e) for e in got] == ["10.0.0.10:8080", "10.0.0.2:8080", "10.0.0.9:8080"]
+    assert got[2].local and got[2].ready and not got[2].terminating
+    assert len(eps) == 1
+
+
+def test_probabilities_and_order_of_three_endpoints():
+    services = [svc("ns", "web", "10.96.0.20", [port("http", 80)])]
+    slices = [slice_("ns", "web", [ep("10.244.%d.5" % i) for i in (1, 2, 3)], [{"name": "http", "port": 8080}])]
+    rules = build_ruleset(services, slices, FLOW_NODE).chain("nat", kube_chain_name("KUBE-SVC-", "ns/web:http", "tcp")).rules
+    assert [r.split("-j")[0].split('"')[2].strip() for r in rules[1:]] == [
+        "-m statistic --mode random --probability 0.3333333333",
+        "-m statistic --mode random --probability 0.5000000000", ""]
+
+
+def test_large_cluster_mode_drops_endpoint_comments():
+    services = [svc("ns", "big", "10.96.0.30", [port("p", 80)])]
+    slices = [slice_("ns", "big", [ep("10.%d.%d.%d" % (1, i // 250, i % 250 + 1)) for i in range(1001)], [{"name": "p", "port": 80}])]
+    rs = build_ruleset(services, slices, FLOW_NODE)
+    svc_rules = rs.chain("nat", kube_chain_name("KUBE-SVC-", "ns/big:p", "tcp")).rules
+    assert svc_rules[0].startswith('-m comment --comment "ns/big:p cluster IP"')     # still commented
+    first = "10.1.0.100:80"      # the smallest *string*: "10.1.0.100:80" < "10.1.0.10:80" < "10.1.0.1:80"
+    assert svc_rules[1] == "-m statistic --mode random --probability 0.0009990010 -j " + kube_chain_name(
+        "KUBE-SEP-", "ns/big:p", "tcp", first)
+    sep = rs.chain("nat", kube_chain_name("KUBE-SEP-", "ns/big:p", "tcp", first)).rules
+    assert sep == ["-s 10.1.0.100 -j KUBE-MARK-MASQ", "-m tcp -p tcp -j DNAT --to-destination " + first]
+
+
+def test_node_view_defaults_and_bad_keys():
+    rs = build_ruleset([], [], {"name": "n1", "masquerade_bit": 14})
+    # kube-proxy formats the mark with Go's "%#08x": 0x00004000 (iptables prints it back as 0x4000)
+    assert rs.chain("nat", "KUBE-MARK-MASQ").rules == ["-j MARK --or-mark 0x00004000"]
+    assert rs.chain("nat", "KUBE-POSTROUTING").rules[-1].endswith("-j MASQUERADE --random-fully")
+    with pytest.raises(FabricError, match="node view: unknown key.*clusterCIDR"):
+        build_ruleset([], [], {"clusterCIDR": "10.244.0.0/16"})
