@@ -6,26 +6,33 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: ipam
-short_description: Allocate pod addresses host-local style, stable across runs
+short_description: Allocate pod addresses in a CNI host-local data directory, stable across runs
 version_added: 0.1.0
 description:
-  - Hands out addresses from a node's pod CIDR the way the CNI C(host-local) IPAM plugin does -
-    one file per allocated address under I(data_dir)/I(network), named after the address,
-    holding the owner's id, created exclusively.
+  - Hands out addresses from a node's pod CIDR exactly the way the CNI C(host-local) IPAM plugin
+    does, in the same files, so this module and a real host-local can share one
+    I(data_dir)/I(network) directory without ever handing out one address twice.
+  - One file per allocated address, named after the address, created exclusively, holding
+    the container id, C(CR LF), the interface name; C(last_reserved_ip.0) holds the address reserved last
+    (the next allocation starts after it and wraps round); every read and write is done under
+    C(flock) on the directory's C(lock) file, host-local's lock, held from reading to writing.
+  - The container id this module writes is C(podnet.fabric:<owner>:<id>). Allocations with any
+    other id (a real host-local's containers, other owners) are never released.
   - An id keeps its address across runs; a fixed I(ip) is honoured (and moved, when it changes);
-    ids no longer listed are released when I(purge) is true. Only files named like addresses
-    inside I(subnet) are read or removed.
+    with O(purge), the owner's ids no longer listed are released. Allocations written by release
+    0.1 (C(<id>) only) are adopted in place by the owner that lists their id, and never purged.
 author:
   - podnet.fabric developers (@podnet)
 extends_documentation_fragment:
   - podnet.fabric.attributes
+  - podnet.fabric.attributes.OWNER
 options:
   network:
-    description: Name of the network; the directory under I(data_dir) that holds its allocations.
+    description: Name of the network; the directory under I(data_dir) that holds its allocations (host-local's C(name)).
     type: str
     required: true
   data_dir:
-    description: Where allocations live (CNI host-local's default).
+    description: Where allocations live (host-local's C(dataDir) default).
     type: path
     default: /var/lib/cni/networks
   subnet:
@@ -48,21 +55,31 @@ options:
     required: true
     suboptions:
       id:
-        description: The owner's id.
+        description: The allocation's id (without line breaks).
         type: str
         required: true
       ip:
-        description: A fixed address for this owner.
+        description: A fixed address for this id.
         type: str
+      ifname:
+        description: Interface name written into the file, as host-local does.
+        type: str
+        default: eth0
   purge:
-    description: Release addresses of ids that are not listed.
+    description:
+      - Release this owner's allocations whose ids are not listed. Needs an explicit O(owner).
+      - Never releases other owners' allocations, a real host-local's, or release 0.1's.
     type: bool
-    default: true
+    default: false
+notes:
+  - IPv4 and IPv6 ranges; one range per task (host-local range index 0).
 """
 
 EXAMPLES = r"""
 - name: Addresses for the pods of this node
   podnet.fabric.ipam:
+    owner: pods
+    purge: true
     network: podnet
     subnet: 10.244.1.0/24
     allocations:
@@ -73,7 +90,7 @@ EXAMPLES = r"""
 
 - name: Use them
   ansible.builtin.debug:
-    msg: "web-1 has {{ pod_ips.addresses['default/web-1'] }}"
+    msg: "web-1 has {{ pod_ips.addresses['default/web-1'] }}/{{ pod_ips.prefixlen }}"
 """
 
 RETURN = r"""
@@ -102,38 +119,40 @@ actions:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.podnet.fabric.plugins.module_utils import ipam
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, finish
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
+
+ARGUMENT_SPEC = dict(
+    network=dict(type="str", required=True),
+    data_dir=dict(type="path", default="/var/lib/cni/networks"),
+    subnet=dict(type="str", required=True),
+    range_start=dict(type="str"),
+    range_end=dict(type="str"),
+    gateway=dict(type="str"),
+    allocations=dict(type="list", elements="dict", required=True, options=dict(
+        id=dict(type="str", required=True),
+        ip=dict(type="str"),
+        ifname=dict(type="str", default="eth0"),
+    )),
+    purge=dict(type="bool", default=False),
+)
+
+
+def build(ctx):
+    p = ctx.params
+    if "/" in p["network"] or p["network"] in ("", ".", ".."):
+        raise FabricError("ipam network %r: invalid name" % p["network"])
+    rng = ipam.Range(p["subnet"], p["range_start"], p["range_end"], p["gateway"], what="ipam network %s" % p["network"])
+    directory = os.path.join(p["data_dir"], p["network"])
+    # host-local's lock, held from reading the directory until the plan is applied
+    ctx.stack.enter_context(ipam.lock(directory, check_mode=ctx.check_mode))
+    plan = ipam.plan(directory, rng, p["allocations"], owner=ctx.owner, purge=p["purge"])
+    return plan, {"addresses": plan.after, "prefixlen": rng.subnet.prefixlen, "gateway": str(rng.gateway)}
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            network=dict(type="str", required=True),
-            data_dir=dict(type="path", default="/var/lib/cni/networks"),
-            subnet=dict(type="str", required=True),
-            range_start=dict(type="str"),
-            range_end=dict(type="str"),
-            gateway=dict(type="str"),
-            allocations=dict(type="list", elements="dict", required=True, options=dict(
-                id=dict(type="str", required=True),
-                ip=dict(type="str"),
-            )),
-            purge=dict(type="bool", default=True),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        if "/" in p["network"] or p["network"] in ("", ".", ".."):
-            raise FabricError("ipam network %r: invalid name" % p["network"])
-        rng = ipam.Range(p["subnet"], p["range_start"], p["range_end"], p["gateway"], what="ipam network %s" % p["network"])
-        plan = ipam.plan(os.path.join(p["data_dir"], p["network"]), rng, p["allocations"], purge=p["purge"])
-        finish(module, plan, addresses=plan.after, prefixlen=rng.subnet.prefixlen, gateway=str(rng.gateway))
-    except FabricError as exc:
-        module.fail_json(msg=str(exc))
+    run_module(ARGUMENT_SPEC, build, netns=False, pyroute2=False)
 
 
 if __name__ == "__main__":
