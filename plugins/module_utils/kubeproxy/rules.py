@@ -214,6 +214,7 @@ class _Writer(object):
         self.rs = Ruleset()
         self.mark = view.masquerade_mark
         self.large = False
+        self.seps = {}                    # ip:port -> KUBE-SEP- name, for the service port being written
         self.nodeport_ips = None          # None: every local address (addrtype LOCAL)
         self.localhost_nodeports = view.localhost_nodeports
         if view.nodeport_addresses:
@@ -275,9 +276,9 @@ class _Writer(object):
         match = "-m %s -p %s" % (proto, proto)
         name = sp.name_string
         svc_chain = kube_chain_name("KUBE-SVC-", name, proto)
-        svl_chain = kube_chain_name("KUBE-SVL-", name, proto)
-        ext_chain = kube_chain_name("KUBE-EXT-", name, proto)
-        fw_chain = kube_chain_name("KUBE-FW-", name, proto)
+        digest = svc_chain[len("KUBE-SVC-"):]      # SVC, SVL, EXT and FW share one hash (portProtoHash)
+        svl_chain, ext_chain, fw_chain = "KUBE-SVL-" + digest, "KUBE-EXT-" + digest, "KUBE-FW-" + digest
+        self.seps = {}
         cluster_eps, local_eps, reachable, has_endpoints = model.categorize(endpoints, sp, self.view.zone)
 
         internal_chain = svl_chain if sp.internal_policy_local else svc_chain
@@ -378,7 +379,10 @@ class _Writer(object):
         rs.add("nat", fw_chain, _comment("other traffic to %s will be dropped by KUBE-PROXY-FIREWALL" % sp.name_string))
 
     def _sep(self, sp, ep):
-        return kube_chain_name("KUBE-SEP-", sp.name_string, sp.protocol.lower(), str(ep))
+        key = str(ep)
+        if key not in self.seps:
+            self.seps[key] = kube_chain_name("KUBE-SEP-", sp.name_string, sp.protocol.lower(), key)
+        return self.seps[key]
 
     def _dispatch(self, sp, chain, endpoints):
         rs = self.rs
