@@ -9,8 +9,8 @@ short_description: Kubernetes objects from YAML files (multi-document) or direct
 description:
   - Reads every YAML document of the given files, or of the C(*.yaml) and C(*.yml) files of the
     given directories (sorted by name), and returns the objects as one list, in order.
-    C(kind: List) documents (what C(kubectl get -o yaml) prints) are unpacked; empty documents
-    are skipped. The objects are not interpreted here (podnet.fabric.cluster_node does that).
+  - "Documents of kind C(List) (what C(kubectl get -o yaml) prints) are unpacked; empty documents
+    are skipped. The objects are not interpreted here (podnet.fabric.cluster_node does that)."
 author: podnet.fabric contributors
 options:
   _terms:

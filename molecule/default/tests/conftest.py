@@ -65,7 +65,7 @@ class LabInventory:
 
     def container(self, name: str) -> str:
         """The podman container that is this inventory host."""
-        return self.var(name, "ansible_host")
+        return self.var(name, "lab_container")
 
     def network(self, segment: str) -> str:
         """The podman network of a lab segment (a key of lab_networks: rack_a, ...)."""
