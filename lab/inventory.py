@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Variants of inventories/lab for tests and benchmarks: more nodes, a node inserted in the
 middle, pods removed. Writes a copy of the inventory directory (hosts.yml, group_vars,
 manifests/) with the changes; the lab's state (keys, known_hosts) stays the original lab's, so
@@ -31,11 +30,18 @@ def state_dir(lab_name: str) -> str:
 
 
 def _load_all(path: Path) -> list:
-    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    """The objects of a manifest file: its documents, a List's items unpacked."""
+    out = []
+    for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+        if isinstance(doc, dict) and doc.get("kind") == "List":
+            out.extend(doc.get("items") or [])
+        elif doc is not None:
+            out.append(doc)
+    return out
 
 
 def _dump_all(path: Path, docs: list) -> None:
-    path.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": docs}, sort_keys=False), encoding="utf-8")
 
 
 def node_object(name: str, rack: str, ip: str) -> dict:
@@ -72,7 +78,7 @@ class Variant:
         ip = ip or "%s.%d" % (RACK_SUBNETS[rack], 10 + index)
         hosts = self.hosts["all"]["children"]["nodes"]["hosts"]
         items = list(hosts.items())
-        pos = len(items) if after is None else [k for k, _ in items].index(after) + 1
+        pos = len(items) if after is None else [key for key, _value in items].index(after) + 1
         items.insert(pos, (name, {"lab_ip": ip, "rack": rack}))
         self.hosts["all"]["children"]["nodes"]["hosts"] = dict(items)
         names = [n["metadata"]["name"] for n in self.nodes]
@@ -104,7 +110,7 @@ def scaled(nodes: int) -> Variant:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--insert", action="append", default=[], metavar="NAME:RACK:AFTER")

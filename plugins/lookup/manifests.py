@@ -11,7 +11,8 @@ description:
     given directories (sorted by name), and returns the objects as one list, in order.
   - "Documents of kind C(List) (what C(kubectl get -o yaml) prints) are unpacked; empty documents
     are skipped. The objects are not interpreted here (podnet.fabric.cluster_node does that)."
-author: podnet.fabric contributors
+author:
+  - podnet.fabric developers (@podnet)
 options:
   _terms:
     description: Absolute paths of files or directories (e.g. C({{ inventory_dir }}/manifests)).

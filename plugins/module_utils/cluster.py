@@ -277,16 +277,7 @@ def _parse_pod(obj, metadata, label):
                 raise ClusterError("%s: hostPort is not supported (containerPort %d)" % (label, number))
             ports.append({"containerPort": number, "protocol": str(port.get("protocol") or "TCP"),
                           "name": port.get("name")})
-    namespace = str(metadata.get("namespace") or "default")
-    return {
-        "id": "%s/%s" % (namespace, metadata["name"]),
-        "name": str(metadata["name"]),
-        "namespace": namespace,
-        "labels": _string_map(metadata.get("labels"), "label", label),
-        "nodeName": str(node),
-        "ip": fixed,
-        "ports": ports,
-    }
+    return dict(_identity(metadata, label), nodeName=str(node), ip=fixed, ports=ports)
 
 
 def _fixed_ip(text, label):
@@ -311,17 +302,15 @@ def _parse_service(obj, metadata, label):
     ports = spec.get("ports") or []
     if not isinstance(ports, list):
         raise ClusterError("%s: spec.ports must be a list" % label)
+    return dict(_identity(metadata, label), type=str(spec.get("type") or "ClusterIP"), clusterIP=spec.get("clusterIP"),
+                selector=selector, ports=[dict(p) for p in ports if isinstance(p, dict)])
+
+
+def _identity(metadata, label):
+    """id (namespace/name), name, namespace and labels of a namespaced object."""
     namespace = str(metadata.get("namespace") or "default")
-    return {
-        "id": "%s/%s" % (namespace, metadata["name"]),
-        "name": str(metadata["name"]),
-        "namespace": namespace,
-        "labels": _string_map(metadata.get("labels"), "label", label),
-        "type": str(spec.get("type") or "ClusterIP"),
-        "clusterIP": spec.get("clusterIP"),
-        "selector": selector,
-        "ports": [dict(p) for p in ports if isinstance(p, dict)],
-    }
+    return {"id": "%s/%s" % (namespace, metadata["name"]), "name": str(metadata["name"]),
+            "namespace": namespace, "labels": _string_map(metadata.get("labels"), "label", label)}
 
 
 # --- selectors --------------------------------------------------------------------------------------

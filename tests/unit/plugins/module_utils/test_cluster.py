@@ -312,3 +312,25 @@ def test_node_address():
     assert c.node_address(three(), "node2") == "172.31.1.12"
     with pytest.raises(c.ClusterError, match="^Node nodeX: no Node object"):
         c.node_address(three(), "nodeX")
+
+
+# --- the manifests lookup (plugins/lookup/manifests.py) -------------------------------------------
+
+def test_manifests_lookup_reads_multi_document_files_lists_and_directories(tmp_path):
+    from ansible.errors import AnsibleLookupError
+    from ansible_collections.podnet.fabric.plugins.lookup.manifests import LookupModule
+
+    (tmp_path / "a-nodes.yaml").write_text(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n---\n---\n"
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n2}\n", encoding="utf-8")
+    (tmp_path / "b-pods.yml").write_text(
+        "apiVersion: v1\nkind: List\nitems:\n  - {apiVersion: v1, kind: Pod, metadata: {name: p1}}\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("not yaml: [", encoding="utf-8")
+    got = LookupModule().run([str(tmp_path)])
+    assert [o["metadata"]["name"] for o in got] == ["n1", "n2", "p1"]
+    assert LookupModule().run([str(tmp_path / "b-pods.yml")])[0]["kind"] == "Pod"
+    (tmp_path / "c-bad.yaml").write_text("a: [", encoding="utf-8")
+    with pytest.raises(AnsibleLookupError, match="c-bad.yaml"):
+        LookupModule().run([str(tmp_path)])
+    with pytest.raises(AnsibleLookupError, match="no such file or directory"):
+        LookupModule().run([str(tmp_path / "missing")])
