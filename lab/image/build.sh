@@ -117,6 +117,15 @@ done
 rm -f "$rootfs/etc/hostname" "$rootfs/var/lib/dbus/machine-id"
 : > "$rootfs/etc/resolv.conf"
 printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$rootfs/etc/hosts"
+# A Pi-like login: user "pi" (uid 1000) with passwordless sudo, SSH keys only. Host keys are not
+# baked in: lab/up.yml writes each host's own (generated per lab) before the first boot.
+in_root useradd --create-home --uid 1000 --user-group --shell /bin/bash pi
+printf 'pi ALL=(ALL) NOPASSWD: ALL\n' > "$rootfs/etc/sudoers.d/010_pi-nopasswd"
+chmod 0440 "$rootfs/etc/sudoers.d/010_pi-nopasswd"
+printf 'PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\nUseDNS no\n' \
+  > "$rootfs/etc/ssh/sshd_config.d/podnet-lab.conf"
+rm -f "$rootfs"/etc/ssh/ssh_host_*
+in_root systemctl --quiet enable ssh.service
 in_root apt-get clean
 rm -f "$rootfs"/var/cache/apt/*.bin
 

@@ -11,11 +11,15 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from labcheck import ip_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "lab"))
+import inventory as labinventory  # noqa: E402  (lab/inventory.py: variants of inventories/lab)
 
 REPO = Path(__file__).resolve().parents[3]
 PODS = {  # pod -> node, as inventories/lab/group_vars/k8s_cluster.yml declares them
@@ -48,14 +52,20 @@ def http(host, pod, ip, port=8080):
     return dict(kv.split("=", 1) for kv in out.stdout.split())
 
 
-def converge(*extra, check=False):
-    """Run site.yml against this lab; returns (rc, {host: changed count}, output)."""
+def converge(*extra, check=False, inventory=None, limit=None):
+    """Run site.yml against this lab (or a variant inventory of it); returns
+    (rc, {host: changed count}, output)."""
     env = dict(os.environ)
     env["PATH"] = "%s:%s" % (REPO / ".venv" / "bin", env.get("PATH", ""))
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".collections"))
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    cmd = ["ansible-playbook", "-i", str(REPO / "inventories" / "lab"), str(REPO / "playbooks" / "site.yml")] + list(extra)
+    cmd = ["ansible-playbook", "-i", str(inventory or REPO / "inventories" / "lab"), str(REPO / "playbooks" / "site.yml")]
+    if inventory:
+        cmd += ["-e", "lab_state_dir=%s" % labinventory.state_dir(env.get("PODNET_LAB", "podnet"))]
+    if limit:
+        cmd += ["--limit", limit]
+    cmd += list(extra)
     if check:
         cmd.append("--check")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
@@ -174,66 +184,143 @@ def test_egress_chains_are_owned_and_hooked_once(host):
 
 
 # --- re-converging: these change the lab and put it back ------------------------------------------
+# One converge per state, several checks per state (CI time): A (as the inventory says: check
+# mode), B (a node inserted in the middle, a pod removed, VXLAN everywhere), a refused host-gw
+# run, node2 rebooted and converged alone with --limit, and A again (which must find node2 as a
+# full run would have left it). The tests share the state in LAB_STATE and must run in order.
 
-def test_check_mode_on_the_converged_cluster_reports_no_change():
+LAB_STATE: dict = {}
+ORIGINAL_NODES = ("node1", "node2", "node3")
+
+
+def snapshot(host, lab):
+    """Each original node's pod CIDR and each of its pods' IP."""
+    return {"cidrs": dict((n, pod_cidr(lab, host, n)) for n in ORIGINAL_NODES),
+            "pods": dict((p, pod_ip(host, p)) for p in PODS)}
+
+
+def bring_up(variant_dir, limit):
+    env = dict(os.environ)
+    env["PATH"] = "%s:%s" % (REPO / ".venv" / "bin", env.get("PATH", ""))
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    cmd = ["ansible-playbook", "-i", str(variant_dir), str(REPO / "lab" / "up.yml"), "--limit", limit,
+           "-e", "lab_state_dir=%s" % labinventory.state_dir(env.get("PODNET_LAB", "podnet"))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_state_a_check_mode_on_the_converged_cluster_reports_no_change(host, lab):
     rc, changed, out = converge(check=True)
     assert rc == 0, out
     assert changed and all(v == 0 for v in changed.values()), changed
+    LAB_STATE["before"] = snapshot(host, lab)
+    LAB_STATE["links_node1"] = sorted(lk["ifname"] for lk in ip_json(host("node1"), "link"))
 
 
-def test_removing_a_pod_removes_exactly_its_objects(host, lab):
+@pytest.fixture(scope="module")
+def variant_b(tmp_path_factory):
+    """inventories/lab with node1b inserted between node1 and node2 (rack A, pod web-1b), and
+    without the pod tools-1."""
+    variant = labinventory.Variant()
+    variant.add_node("node1b", "a", after="node1", pod="web-1b")
+    variant.drop_pod("tools-1")
+    return variant.write(tmp_path_factory.mktemp("lab-b") / "inventory")
+
+
+def test_state_b_converge_inserted_node_removed_pod_vxlan(host, lab, variant_b):
+    assert "before" in LAB_STATE, "runs after the state A test"
+    bring_up(variant_b, "localhost,node1b")
+    rc, changed, out = converge("-e", "pod_routing_mode=vxlan", inventory=variant_b)
+    assert rc == 0, out
+    LAB_STATE["b"] = True
+    assert changed["node1b"] > 0
+
+
+def test_state_b_inserted_node_renumbered_nobody(host, lab):
+    assert LAB_STATE.get("b")
+    before = LAB_STATE["before"]
+    after = dict((n, pod_cidr(lab, host, n)) for n in ORIGINAL_NODES)
+    assert after == before["cidrs"], "a node inserted in the middle renumbered others"
+    for pod, ip in before["pods"].items():
+        if pod != "tools-1":
+            assert pod_ip(host, pod) == ip, pod
+    new = ipaddress.ip_network(pod_cidr(lab, host, "node1b"))
+    assert not any(new.overlaps(ipaddress.ip_network(c)) for c in after.values())
+    web1b = ip_json(host("node1b"), "-n", netns("web-1b"), "-4", "addr", "show", "eth0")[0]["addr_info"][0]["local"]
+    assert ipaddress.ip_address(web1b) in new
+    for client in ("web-1", "tools-3"):  # from its rack and from the other one, source kept
+        out = in_pod(host, client, "curl -s -m 5 http://%s:8080/" % web1b)
+        assert out.rc == 0, out.stderr
+        answer = dict(kv.split("=", 1) for kv in out.stdout.split())
+        assert answer["pod"] == "default/web-1b" and answer["client"].split(":")[0] == pod_ip(host, client)
+
+
+def test_state_b_removed_pod_took_exactly_its_objects(host, lab):
+    assert LAB_STATE.get("b")
     node1 = host("node1")
-    before_links = sorted(lk["ifname"] for lk in ip_json(node1, "link"))
-    web1_ip, tools1_ip = pod_ip(host, "web-1"), pod_ip(host, "tools-1")
-    pods = json.loads(json.dumps([p for p in lab.var("node1", "pod_network_pods") if p["name"] != "tools-1"]))
-    rc, _changed, out = converge("-e", json.dumps({"pod_network_pods": pods}))
-    assert rc == 0, out
-    try:
-        assert node1.run("test -e /run/netns/%s" % netns("tools-1")).rc != 0
-        after_links = sorted(lk["ifname"] for lk in ip_json(node1, "link"))
-        gone = set(before_links) - set(after_links)
-        assert len(gone) == 1 and next(iter(gone)).startswith("veth"), gone
-        assert set(after_links) - set(before_links) == set()
-        files = node1.run("ls /var/lib/cni/networks/podnet").stdout.split()
-        assert files == [web1_ip]
-        assert pod_ip(host, "web-1") == web1_ip
-        assert http(host, "tools-3", web1_ip)["pod"] == "default/web-1"
-    finally:
-        rc, _changed, out = converge()
-        assert rc == 0, out
-    assert pod_ip(host, "tools-1") == tools1_ip
+    assert node1.run("test -e /run/netns/%s" % netns("tools-1")).rc != 0
+    links = sorted(lk["ifname"] for lk in ip_json(node1, "link"))
+    gone = set(LAB_STATE["links_node1"]) - set(links)
+    assert len(gone) == 1 and next(iter(gone)).startswith("veth"), gone
+    assert set(links) - set(LAB_STATE["links_node1"]) == set()  # vxlan mode: flannel.1 was there already
+    files = node1.run("ls /var/lib/cni/networks/podnet").stdout.split()
+    assert files == [LAB_STATE["before"]["pods"]["web-1"]]
+    assert http(host, "tools-3", pod_ip(host, "web-1"))["pod"] == "default/web-1"
 
 
-def test_switching_routing_mode_leaves_nothing_stale(host, lab):
-    node2_cidr = pod_cidr(lab, host, "node2")
-    rc, _changed, out = converge("-e", "pod_routing_mode=vxlan")
-    assert rc == 0, out
-    try:
-        routes = ip_json(host("node1"), "route", "show", "proto", "149")
-        assert all(r["dev"] == "flannel.1" for r in routes), routes
-        fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
-        assert sorted(e["dst"] for e in fdb if e.get("dst")) == sorted([lab.var("node2", "node_ip"), lab.var("node3", "node_ip")])
-        assert http(host, "tools-1", pod_ip(host, "web-2"))["client"].split(":")[0] == pod_ip(host, "tools-1")
-        rc, _changed, out = converge("-e", "pod_routing_mode=host-gw")
-        assert rc != 0 and "host-gw needs L2 adjacency" in out, "host-gw across racks must be refused"
-    finally:
-        rc, _changed, out = converge()
-        assert rc == 0, out
-    routes = ip_json(host("node1"), "route", "show", node2_cidr)
-    assert [(r.get("gateway"), r["dev"]) for r in routes] == [(lab.var("node2", "node_ip"), "eth0")]
+def test_state_b_vxlan_everywhere_and_never_the_management_interface(host, lab):
+    assert LAB_STATE.get("b")
+    for name in ("node1", "node1b", "node3"):
+        routes = ip_json(host(name), "route", "show", "proto", "149")
+        assert len(routes) == 3 and all(r["dev"] == "flannel.1" for r in routes), (name, routes)
     fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
-    assert sorted(e["dst"] for e in fdb if e.get("dst")) == [lab.var("node3", "node_ip")]
+    assert sorted(e["dst"] for e in fdb if e.get("dst")) == sorted(
+        [lab.var("node2", "node_ip"), lab.var("node3", "node_ip"), "172.31.1.14"])
+    vtep = ip_json(host("node1"), "-d", "link", "show", "flannel.1")[0]
+    assert vtep["linkinfo"]["info_data"]["link"] == "eth0" and vtep["linkinfo"]["info_data"]["local"] == lab.var("node1", "node_ip")
+    assert http(host, "web-1", pod_ip(host, "web-2"))["client"].split(":")[0] == pod_ip(host, "web-1")
 
 
-def test_a_restarted_node_is_restored_by_site_yml(host, lab):
+def test_state_b_host_gw_across_racks_is_refused(variant_b):
+    assert LAB_STATE.get("b")
+    rc, _changed, out = converge("-e", "pod_routing_mode=host-gw", inventory=variant_b, limit="node1")
+    assert rc != 0 and "host-gw needs L2 adjacency" in out, "host-gw across racks must be refused"
+
+
+def test_limit_node2_after_a_reboot_converges_node2_alone(host, lab):
+    assert LAB_STATE.get("b")
     container = lab.container("node2")
     subprocess.run(["podman", "restart", "-t", "2", container], check=True, capture_output=True)
     node2 = host("node2")
     node2.check_output("for i in $(seq 100); do systemctl is-system-running --quiet && exit 0; "
                        "[ \"$(systemctl is-system-running)\" = degraded ] && exit 0; sleep 0.1; done; exit 1")
     assert node2.run("test -e /run/netns/%s" % netns("web-2")).rc != 0, "a reboot should have dropped the pods"
+    rc, changed, out = converge(limit="node2")  # the inventory as it is: crosssubnet
+    assert rc == 0, out
+    assert list(changed) == ["node2"] and changed["node2"] > 0, changed
+    LAB_STATE["limit"] = True
+    assert pod_cidr(lab, host, "node2") == LAB_STATE["before"]["cidrs"]["node2"]
+    assert pod_ip(host, "web-2") == LAB_STATE["before"]["pods"]["web-2"]
+    routes = dict((r["dst"], r) for r in ip_json(node2, "route", "show", "proto", "149"))
+    assert sorted(routes) == sorted([LAB_STATE["before"]["cidrs"]["node1"], LAB_STATE["before"]["cidrs"]["node3"]])
+    assert (routes[LAB_STATE["before"]["cidrs"]["node1"]].get("gateway"), routes[LAB_STATE["before"]["cidrs"]["node1"]]["dev"]) == \
+        (lab.var("node1", "node_ip"), "eth0")
+    assert routes[LAB_STATE["before"]["cidrs"]["node3"]]["dev"] == "flannel.1"
+    assert http(host, "tools-3", pod_ip(host, "web-2"))["pod"] == "default/web-2"
+    assert http(host, "web-1", pod_ip(host, "web-2"))["pod"] == "default/web-2"
+
+
+def test_state_a_again_restores_everything_and_finds_node2_done(host, lab):
+    assert LAB_STATE.get("b")
+    subprocess.run(["podman", "rm", "--force", "--time", "2", lab.var("node1", "lab_name") + "-node1b"],
+                   check=True, capture_output=True)
     rc, changed, out = converge()
     assert rc == 0, out
-    assert changed["node2"] > 0 and changed["node1"] == 0 and changed["node3"] == 0, changed
-    assert http(host, "tools-1", pod_ip(host, "web-2"))["pod"] == "default/web-2"
-    assert http(host, "tools-3", pod_ip(host, "web-2"))["pod"] == "default/web-2"
+    if LAB_STATE.get("limit"):
+        assert changed["node2"] == 0, "--limit node2 left node2 differently from a full run: %s" % changed
+    assert snapshot(host, lab) == LAB_STATE["before"]
+    routes = ip_json(host("node1"), "route", "show", LAB_STATE["before"]["cidrs"]["node2"])
+    assert [(r.get("gateway"), r["dev"]) for r in routes] == [(lab.var("node2", "node_ip"), "eth0")]
+    fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
+    assert sorted(e["dst"] for e in fdb if e.get("dst")) == [lab.var("node3", "node_ip")]
+    assert len(ip_json(host("node1"), "route", "show", "proto", "149")) == 2  # node1b's route is gone
