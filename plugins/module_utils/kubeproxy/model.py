@@ -17,6 +17,10 @@ Behaviour follows kubernetes pkg/proxy (service.go, endpointslicecache.go, topol
 - An endpoint without ``conditions.ready`` is ready, without ``serving`` is serving, without
   ``terminating`` is not terminating; only its first address counts; the same ip:port seen twice
   keeps the non-terminating one; endpoints sort by the *string* "ip:port".
+- Slices of another addressType, or without the kubernetes.io/service-name label, are ignored.
+
+One leniency: an EndpointSlice port without ``name`` is taken as the unnamed port ``""`` (kubectl
+prints ``name: ""``; kube-proxy would skip a port whose name is nil), so hand-written slices work.
 """
 from __future__ import annotations
 
