@@ -796,3 +796,142 @@ def test_generation_is_fast_enough_for_the_benchmark():
     start = time.monotonic()
     text = build_ruleset(services, slices, FLOW_NODE).restore_text()
     assert time.monotonic() - start < 5 and text.count("\n-A KUBE-SEP-") == 6000
+
+
+def _internal_external_objects():
+    services = [
+        svc("ns1", "svc1", "172.30.0.41", [port("p80", 80, nodePort=3001)], type="LoadBalancer",
+            healthCheckNodePort=30001, status=lb("1.2.3.4")),
+        svc("ns2", "svc2", "172.30.0.42", [port("p80", 80, nodePort=3002)], type="LoadBalancer",
+            healthCheckNodePort=30002, externalTrafficPolicy="Local", status=lb("5.6.7.8")),
+        svc("ns3", "svc3", "172.30.0.43", [port("p80", 80, nodePort=3003)], type="LoadBalancer",
+            healthCheckNodePort=30003, internalTrafficPolicy="Local", status=lb("9.10.11.12")),
+    ]
+    p80 = [{"name": "p80", "port": 80, "protocol": "TCP"}]
+    slices = [slice_("ns%d" % i, "svc%d" % i, [ep("10.180.0.%d" % i, "test-node"), ep("10.180.1.%d" % i, "remote")], p80)
+              for i in (1, 2, 3)]
+    return services, slices
+
+
+_ALL1, _ALL2, _ALL3 = ("10.180.0.%d:80, 10.180.1.%d:80" % (i, i) for i in (1, 2, 3))
+# TestInternalExternalMasquerade's flows: (name, source, destination, port, output, masqueraded)
+INTERNAL_EXTERNAL_FLOWS = [
+    ("pod to ClusterIP", "10.0.0.2", "172.30.0.41", 80, _ALL1, False),
+    ("pod to NodePort", "10.0.0.2", NODE_IP, 3001, _ALL1, True),
+    ("pod to LB", "10.0.0.2", "1.2.3.4", 80, _ALL1, True),
+    ("node to ClusterIP", NODE_IP, "172.30.0.41", 80, _ALL1, True),
+    ("node to NodePort", NODE_IP, NODE_IP, 3001, _ALL1, True),
+    ("localhost to NodePort", "127.0.0.1", "127.0.0.1", 3001, _ALL1, True),
+    ("node to LB", NODE_IP, "1.2.3.4", 80, _ALL1, True),
+    ("external to ClusterIP", EXTERNAL_CLIENT, "172.30.0.41", 80, _ALL1, True),
+    ("external to NodePort", EXTERNAL_CLIENT, NODE_IP, 3001, _ALL1, True),
+    ("external to LB", EXTERNAL_CLIENT, "1.2.3.4", 80, _ALL1, True),
+    ("pod to ClusterIP with eTP:Local", "10.0.0.2", "172.30.0.42", 80, _ALL2, False),
+    ("pod to NodePort with eTP:Local", "10.0.0.2", NODE_IP, 3002, _ALL2, False),
+    ("pod to LB with eTP:Local", "10.0.0.2", "5.6.7.8", 80, _ALL2, False),
+    ("node to ClusterIP with eTP:Local", NODE_IP, "172.30.0.42", 80, _ALL2, True),
+    ("node to NodePort with eTP:Local", NODE_IP, NODE_IP, 3001, _ALL1, True),     # sic: port 3001 in kube-proxy's test
+    ("localhost to NodePort with eTP:Local", "127.0.0.1", "127.0.0.1", 3002, _ALL2, True),
+    ("node to LB with eTP:Local", NODE_IP, "5.6.7.8", 80, _ALL2, True),
+    ("external to ClusterIP with eTP:Local", EXTERNAL_CLIENT, "172.30.0.42", 80, _ALL2, True),
+    ("external to NodePort with eTP:Local", EXTERNAL_CLIENT, NODE_IP, 3002, "10.180.0.2:80", False),
+    ("external to LB with eTP:Local", EXTERNAL_CLIENT, "5.6.7.8", 80, "10.180.0.2:80", False),
+    ("pod to ClusterIP with iTP:Local", "10.0.0.2", "172.30.0.43", 80, "10.180.0.3:80", False),
+    ("pod to NodePort with iTP:Local", "10.0.0.2", NODE_IP, 3003, _ALL3, True),
+    ("pod to LB with iTP:Local", "10.0.0.2", "9.10.11.12", 80, _ALL3, True),
+    ("node to ClusterIP with iTP:Local", NODE_IP, "172.30.0.43", 80, "10.180.0.3:80", True),
+    ("node to NodePort with iTP:Local", NODE_IP, NODE_IP, 3003, _ALL3, True),
+    ("localhost to NodePort with iTP:Local", "127.0.0.1", "127.0.0.1", 3003, _ALL3, True),
+    ("node to LB with iTP:Local", NODE_IP, "9.10.11.12", 80, _ALL3, True),
+    ("external to ClusterIP with iTP:Local", EXTERNAL_CLIENT, "172.30.0.43", 80, "10.180.0.3:80", True),
+    ("external to NodePort with iTP:Local", EXTERNAL_CLIENT, NODE_IP, 3003, _ALL3, True),
+    ("external to LB with iTP:Local", EXTERNAL_CLIENT, "9.10.11.12", 80, _ALL3, True),
+]
+_NO_DETECTOR = {
+    "node to ClusterIP": (None, False), "node to ClusterIP with eTP:Local": (None, False),
+    "node to ClusterIP with iTP:Local": (None, False), "external to ClusterIP": (None, False),
+    "external to ClusterIP with eTP:Local": (None, False), "external to ClusterIP with iTP:Local": (None, False),
+    "pod to NodePort with eTP:Local": ("10.180.0.2:80", None), "pod to LB with eTP:Local": ("10.180.0.2:80", None),
+}
+_MASQ_ALL = {"pod to ClusterIP": (None, True), "pod to ClusterIP with eTP:Local": (None, True),
+             "pod to ClusterIP with iTP:Local": (None, True)}
+
+
+@pytest.mark.parametrize("masquerade_all, detector, overrides", [
+    (False, True, {}),
+    (False, False, _NO_DETECTOR),
+    (True, True, _MASQ_ALL),
+    (True, False, dict(_MASQ_ALL, **{k: v for k, v in _NO_DETECTOR.items() if k.startswith("pod to")})),
+], ids=["base", "no LocalTrafficDetector", "masqueradeAll", "masqueradeAll, no LocalTrafficDetector"])
+def test_internal_external_masquerade(masquerade_all, detector, overrides):
+    services, slices = _internal_external_objects()
+    node = dict(FLOW_NODE, masquerade_all=masquerade_all, cluster_cidr="10.0.0.0/8" if detector else "")
+    flows = []
+    for name, src, dst, dport, output, masq in INTERNAL_EXTERNAL_FLOWS:
+        out, msq = overrides.get(name, (None, None))
+        flows.append((name, src, dst, dport, output if out is None else out, masq if msq is None else msq))
+    run_flows(build_ruleset(services, slices, node), flows)
+
+
+@pytest.mark.parametrize("endpoints, output", [
+    ([("10.0.1.1", "test-node", _cond(True, True, False)), ("10.0.1.2", "test-node", _cond(True, True, False)),
+      ("10.0.1.3", "another-node", _cond(False, True, True)), ("10.0.1.4", "another-node", _cond(False, False, True)),
+      ("10.0.1.5", "another-node", _cond(True, True, False))], "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80"),
+    ([("10.0.1.2", "test-node", _cond(False, True, True)), ("10.0.1.3", "test-node", _cond(False, True, True)),
+      ("10.0.1.4", "another-node", _cond(False, False, True)), ("10.0.1.5", "another-node", _cond(False, True, True))],
+     "10.0.1.2:80, 10.0.1.3:80, 10.0.1.5:80"),
+    ([("10.0.1.5", "node-1", _cond(False, True, True))], "10.0.1.5:80"),
+    ([("10.0.1.5", "test-node", _cond(False, False, True)), ("10.0.1.5", "node-1", _cond(False, False, True))], "REJECT"),
+], ids=["ready endpoints exist", "only terminating endpoints exist", "terminating endpoints on remote node",
+        "no usable endpoints on any node"])
+def test_terminating_endpoints_traffic_policy_cluster(endpoints, output):
+    services = [svc("ns1", "svc1", "172.30.1.1", [{"name": "", "port": 80, "protocol": "TCP", "targetPort": 80}],
+                    type="LoadBalancer", externalTrafficPolicy="Cluster", healthCheckNodePort=30000, status=lb("1.2.3.4"))]
+    eps = [dict(ep(ip, node), conditions=cond) for ip, node, cond in endpoints]
+    rs = build_ruleset(services, [slice_("ns1", "svc1", eps, [{"name": "", "port": 80, "protocol": "TCP"}])], FLOW_NODE)
+    run_flows(rs, [
+        ("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, output, False),
+        ("external to LB", EXTERNAL_CLIENT, "1.2.3.4", 80, output, output != "REJECT"),
+    ])
+
+
+def _dnat_lines(text, match):
+    lines = [l for l in text.splitlines() if l.startswith("-A KUBE-SEP-") and "-j DNAT" in l]
+    return next((l for l in lines if match in l), ""), len(lines), sum("--comment" in l for l in lines)
+
+
+def test_sync_proxy_rules_large_cluster_mode():
+    """TestSyncProxyRulesLargeClusterMode: comments go once a sync sees more than 1000 endpoints."""
+    node = dict(FLOW_NODE, masquerade_all=True)
+    half = 1000 // 2 - 1
+    services = {"ns1/svc1": svc("ns1", "svc1", "172.30.0.41", [port("p80", 80)]),
+                "ns2/svc2": svc("ns2", "svc2", "172.30.0.42", [port("p8080", 8080)]),
+                "ns3/svc3": svc("ns3", "svc3", "172.30.0.43", [port("p8081", 8081)])}
+    slices = {
+        "ns1/svc1": slice_("ns1", "svc1", [ep("10.0.%d.%d" % (i % 256, i // 256)) for i in range(half)], [{"name": "p80", "port": 80}]),
+        "ns2/svc2": slice_("ns2", "svc2", [ep("10.1.%d.%d" % (i % 256, i // 256)) for i in range(half)], [{"name": "p8080", "port": 8080}]),
+    }
+    kernel = Kernel()
+
+    def sync(changed=None):
+        text = build_ruleset(list(services.values()), list(slices.values()), node).restore_text(changed, kernel.chains)
+        kernel.restore(text)
+        return text
+
+    first, count, comments = _dnat_lines(sync(), "10.0.0.0")
+    assert first == "-A KUBE-SEP-DKGQUZGBKLTPAR56 -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.0.0.0:80"
+    assert count == comments == 2 * half
+    slices["ns3/svc3"] = slice_("ns3", "svc3", [ep("203.0.113.4"), ep("203.0.113.8"), ep("203.0.113.12")],
+                                [{"name": "p8081", "port": 8081}])
+    first, count, comments = _dnat_lines(sync({"ns3/svc3"}), "203.0.113.4")
+    assert (first, count, comments) == ("-A KUBE-SEP-RUVVH7YV3PHQBDOS -m tcp -p tcp -j DNAT --to-destination 203.0.113.4:8081", 3, 0)
+    first, count, comments = _dnat_lines(sync(), "10.0.0.0")
+    assert (first, count, comments) == ("-A KUBE-SEP-DKGQUZGBKLTPAR56 -m tcp -p tcp -j DNAT --to-destination 10.0.0.0:80",
+                                        2 * half + 3, 0)
+    services["ns4/svc4"] = svc("ns4", "svc4", "172.30.0.44", [port("p8082", 8082)])
+    slices["ns4/svc4"] = slice_("ns4", "svc4", [ep("10.4.0.1")], [{"name": "p8082", "port": 8082}])
+    first, count, _ = _dnat_lines(sync({"ns4/svc4"}), "10.4.0.1")
+    assert (first, count) == ("-A KUBE-SEP-SU5STNODRYEWJAUF -m tcp -p tcp -j DNAT --to-destination 10.4.0.1:8082", 1)
+    del services["ns4/svc4"]
+    text = sync({"ns4/svc4"})      # (kube-proxy defers this -X in large clusters until a sync period has passed)
+    assert "-X KUBE-SVC-EBDQOQU5SJFXRIL3" in text and "-X KUBE-SEP-SU5STNODRYEWJAUF" in text
