@@ -60,29 +60,24 @@ def cluster_pods(objects, me, hosts, netns_prefix="pod-"):
     return _cluster.cluster_pods(list(objects or []), me, list(hosts or []), netns_prefix)
 
 
-def pod_veths(pods, addresses, prefixlen, bridge, mtu, gateway, hairpin=True):
-    """podnet.fabric.veth entries for ``pods`` (from pods_on) with their IPAM addresses."""
-    return [{
-        "name": pod["veth"],
-        "peer": "eth0",
-        "peer_netns": pod["netns"],
-        "addresses": ["%s/%s" % (addresses[pod["id"]], prefixlen)],
-        "mac": stable_mac("pod/" + pod["id"]),
-        "mtu": int(mtu),
-        "bridge": bridge,
-        "hairpin": bool(hairpin),
-        "gateway": gateway,
-    } for pod in pods]
+def pod_entries(pods, pod_cidr):
+    """podnet.fabric.pods entries for a node's pods (cluster_node's ``pods``): the namespace, the
+    host end's name, a fixed address (Calico's ipAddrs annotation) with the pod CIDR's prefix,
+    and a MAC stable across runs."""
+    prefix = ipaddress.ip_network(pod_cidr).prefixlen
+    out = []
+    for pod in pods:
+        entry = {"name": pod["netns"], "veth": pod["veth"], "mac": stable_mac("pod/" + pod["id"])}
+        if pod.get("ip"):
+            entry["addresses"] = ["%s/%d" % (pod["ip"], prefix)]
+        out.append(entry)
+    return out
 
 
-def pick(mapping, keys):
-    """The entries of ``keys`` that ``mapping`` has and that are not None."""
-    return dict((k, mapping[k]) for k in keys if mapping.get(k) is not None)
-
-
-def with_addresses(pods, addresses):
-    """pods_on() entries with their allocated ``podIP`` (Kubernetes' status.podIP)."""
-    return [dict(pod, podIP=addresses.get(pod["id"])) for pod in pods]
+def pod_ips(pods, wired):
+    """{pod id: IP} from cluster_node's ``pods`` and the podnet.fabric.pods result (by netns)."""
+    by_netns = dict((w["netns"], w.get("ip")) for w in wired)
+    return dict((pod["id"], by_netns[pod["netns"]]) for pod in pods if by_netns.get(pod["netns"]))
 
 
 def vtep_peer(peer):
@@ -122,11 +117,10 @@ class FilterModule(object):
             "veth_name": veth_name,
             "stable_mac": stable_mac,
             "same_subnet": same_subnet,
-            "pod_veths": pod_veths,
-            "pick": pick,
+            "pod_entries": pod_entries,
+            "pod_ips": pod_ips,
             "served_pods": served_pods,
             "vtep_peer": vtep_peer,
             "direct_route": direct_route,
             "tunnel_route": tunnel_route,
-            "with_addresses": with_addresses,
         }

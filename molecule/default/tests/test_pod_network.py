@@ -100,8 +100,9 @@ def test_fixed_pod_ip_is_honoured(host):
 def test_ipam_records_like_host_local(host):
     files = host("node1").run("ls /var/lib/cni/networks/podnet").stdout.split()
     assert sorted(files) == sorted([pod_ip(host, "web-1"), pod_ip(host, "tools-1")])
-    owner = host("node1").file("/var/lib/cni/networks/podnet/%s" % pod_ip(host, "web-1")).content_string
-    assert owner.strip() == "default/web-1"
+    record = host("node1").file("/var/lib/cni/networks/podnet/%s" % pod_ip(host, "web-1")).content_string
+    # CNI host-local's format: container id CRLF ifname; the id carries the owner.
+    assert record == "podnet.fabric:pod_network:%s\r\neth0" % netns("web-1")
 
 
 # --- pod to pod, without NAT ---------------------------------------------------------------------
@@ -114,7 +115,7 @@ def test_same_node_pod_to_pod_keeps_the_source(host):
 
 def test_same_rack_uses_host_gw_routes(host, lab):
     routes = ip_json(host("node1"), "route", "show", pod_cidr(lab, host, "node2"))
-    assert [(r.get("gateway"), r["dev"], r["protocol"]) for r in routes] == [(lab.var("node2", "node_ip"), "eth0", "149")]
+    assert [(r.get("gateway"), r["dev"], r["protocol"]) for r in routes] == [(lab.var("node2", "node_ip"), "eth0", "pod_routing")]
     answer = http(host, "tools-1", pod_ip(host, "web-2"))
     assert answer["pod"] == "default/web-2" and answer["node"] == "node2"
     assert answer["client"].split(":")[0] == pod_ip(host, "tools-1"), "pod-to-pod traffic was NATed"
@@ -271,7 +272,7 @@ def test_state_b_removed_pod_took_exactly_its_objects(host, lab):
 def test_state_b_vxlan_everywhere_and_never_the_management_interface(host, lab):
     assert LAB_STATE.get("b")
     for name in ("node1", "node1b", "node3"):
-        routes = ip_json(host(name), "route", "show", "proto", "149")
+        routes = ip_json(host(name), "route", "show", "proto", "pod_routing")
         assert len(routes) == 3 and all(r["dev"] == "flannel.1" for r in routes), (name, routes)
     fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
     assert sorted(e["dst"] for e in fdb if e.get("dst")) == sorted(
@@ -301,7 +302,7 @@ def test_limit_node2_after_a_reboot_converges_node2_alone(host, lab):
     LAB_STATE["limit"] = True
     assert pod_cidr(lab, host, "node2") == LAB_STATE["before"]["cidrs"]["node2"]
     assert pod_ip(host, "web-2") == LAB_STATE["before"]["pods"]["web-2"]
-    routes = dict((r["dst"], r) for r in ip_json(node2, "route", "show", "proto", "149"))
+    routes = dict((r["dst"], r) for r in ip_json(node2, "route", "show", "proto", "pod_routing"))
     assert sorted(routes) == sorted([LAB_STATE["before"]["cidrs"]["node1"], LAB_STATE["before"]["cidrs"]["node3"]])
     assert (routes[LAB_STATE["before"]["cidrs"]["node1"]].get("gateway"), routes[LAB_STATE["before"]["cidrs"]["node1"]]["dev"]) == \
         (lab.var("node1", "node_ip"), "eth0")
@@ -323,4 +324,4 @@ def test_state_a_again_restores_everything_and_finds_node2_done(host, lab):
     assert [(r.get("gateway"), r["dev"]) for r in routes] == [(lab.var("node2", "node_ip"), "eth0")]
     fdb = json.loads(host("node1").check_output("bridge -json fdb show dev flannel.1"))
     assert sorted(e["dst"] for e in fdb if e.get("dst")) == [lab.var("node3", "node_ip")]
-    assert len(ip_json(host("node1"), "route", "show", "proto", "149")) == 2  # node1b's route is gone
+    assert len(ip_json(host("node1"), "route", "show", "proto", "pod_routing")) == 2  # node1b's route is gone
