@@ -175,13 +175,14 @@ def build(params, run, tools, target_exists=None, warn=None, diff=True, check_mo
     if netns_missing:
         def run(argv, input_text=None):  # pylint: disable=function-redefined,unused-argument
             return 0, "", ""             # a namespace not created yet has empty tables
+    reading = time.monotonic()
     obs = flavours.observe(run, tools, params.get("iptables_flavour") or "auto",
                            names.registry_chain(desired.owner), commands)
     if netns_missing:
         obs.reason += " (the namespace does not exist yet: planned from empty tables)"
         commands[:] = []
     read = time.monotonic()
-    timing["read"] = round(read - start, 4)
+    timing["read"] = round(read - reading, 4)
     observed = parse_save(obs.save_text)
     rp = plan_ruleset(desired, observed, target_exists)
     if check_mode:
@@ -209,7 +210,7 @@ def build(params, run, tools, target_exists=None, warn=None, diff=True, check_mo
         for tp in rp.tables:
             plan.add(_describe(desired.owner, tp, obs), tx.committer(tp), tx.putter_back(tp))
         result["learned"] = tx.learned
-    timing["plan"] = round(time.monotonic() - read, 4)
+    timing["plan"] = round(time.monotonic() - read + reading - start, 4)
     return plan, result
 
 

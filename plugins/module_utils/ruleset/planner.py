@@ -231,6 +231,13 @@ _JUMP_RE = re.compile(r"(?:^|\s)-[jg]\s+(\S+)")
 def rule_target(rule):
     """The chain/target a rule as printed by iptables-save jumps to (None without -j/-g)."""
     if '"' in rule:
+        parts = rule.split('"')
+        if "\\" not in rule and len(parts) & 1:
+            # the fast way for the usual '-m comment --comment "..." ... -j X': search the text
+            # outside the quotes (joined with NUL, so a target touching a quote is not trusted)
+            m = _JUMP_RE.search("\0".join(parts[0::2]))
+            if m and "\0" not in m.group(1):
+                return m.group(1)
         tokens = tokenize(rule)
         for i in range(len(tokens) - 1):
             if tokens[i] in ("-j", "-g"):

@@ -344,3 +344,15 @@ def test_after_someone_flushes_the_table_the_chains_are_taken_back():
     assert any("had been flushed" in w for w in r["warnings"])
     assert fake.chain("nat", "KUBE-SEP-A")[1] == "-p tcp -j DNAT --to-destination 10.244.1.5:8080"
     assert not task(fake, **SERVICE)["changed"]
+
+
+@pytest.mark.parametrize("rule, target", [
+    ('-m comment --comment "a -j B" -j KUBE-X', "KUBE-X"),
+    ('-m comment --comment "x" -s 1.2.3.4 -j KUBE-MARK-MASQ', "KUBE-MARK-MASQ"),
+    ('-j "FOO"', "FOO"),
+    ('-m comment --comment "c"', None),
+    ('-m comment --comment "a\\"b" -g X', "X"),
+    ("-p tcp -j DNAT --to-destination 1.2.3.4", "DNAT"),
+])
+def test_rule_target_outside_quotes(rule, target):
+    assert planner.rule_target(rule) == target
