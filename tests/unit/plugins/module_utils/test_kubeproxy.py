@@ -930,8 +930,8 @@ def test_sync_proxy_rules_large_cluster_mode():
                                         2 * half + 3, 0)
     services["ns4/svc4"] = svc("ns4", "svc4", "172.30.0.44", [port("p8082", 8082)])
     slices["ns4/svc4"] = slice_("ns4", "svc4", [ep("10.4.0.1")], [{"name": "p8082", "port": 8082}])
-    first, count, _ = _dnat_lines(sync({"ns4/svc4"}), "10.4.0.1")
-    assert (first, count) == ("-A KUBE-SEP-SU5STNODRYEWJAUF -m tcp -p tcp -j DNAT --to-destination 10.4.0.1:8082", 1)
+    first, count, comments = _dnat_lines(sync({"ns4/svc4"}), "10.4.0.1")
+    assert (first, count, comments) == ("-A KUBE-SEP-SU5STNODRYEWJAUF -m tcp -p tcp -j DNAT --to-destination 10.4.0.1:8082", 1, 0)
     del services["ns4/svc4"]
     text = sync({"ns4/svc4"})      # (kube-proxy defers this -X in large clusters until a sync period has passed)
     assert "-X KUBE-SVC-EBDQOQU5SJFXRIL3" in text and "-X KUBE-SEP-SU5STNODRYEWJAUF" in text
