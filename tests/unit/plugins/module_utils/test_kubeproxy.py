@@ -935,3 +935,21 @@ def test_sync_proxy_rules_large_cluster_mode():
     del services["ns4/svc4"]
     text = sync({"ns4/svc4"})      # (kube-proxy defers this -X in large clusters until a sync period has passed)
     assert "-X KUBE-SVC-EBDQOQU5SJFXRIL3" in text and "-X KUBE-SEP-SU5STNODRYEWJAUF" in text
+
+
+def test_zone_hints_narrow_cluster_endpoints_only_when_complete():
+    """topology.go: hints count when every ready endpoint has one and one is for this node's zone."""
+    services = [svc("ns", "web", "10.96.0.50", [port("http", 80)])]
+
+    def hinted(ip, *zones):
+        return dict(ep(ip), hints={"forZones": [{"name": z} for z in zones]})
+
+    def reached(endpoints, zone):
+        rs = build_ruleset(services, [slice_("ns", "web", endpoints, [{"name": "http", "port": 80}])], dict(FLOW_NODE, zone=zone))
+        return trace(rs, "10.0.0.2", "10.96.0.50", 80)[0]
+
+    complete = [hinted("10.244.1.5", "a"), hinted("10.244.2.5", "b"), hinted("10.244.3.5", "a")]
+    assert reached(complete, "a") == "10.244.1.5:80, 10.244.3.5:80"
+    assert reached(complete, "c") == "10.244.1.5:80, 10.244.2.5:80, 10.244.3.5:80"    # none for this zone
+    assert reached(complete[:2] + [ep("10.244.3.5")], "a") == "10.244.1.5:80, 10.244.2.5:80, 10.244.3.5:80"
+    assert reached(complete, "") == "10.244.1.5:80, 10.244.2.5:80, 10.244.3.5:80"      # node without zone label
