@@ -175,6 +175,7 @@ actions:
            "create veth veth3f1c9a2b with peer eth0 in netns pod-default-web-1, mtu 1450, mac 0a:58:0a:f4:01:02, bridge cni0"]
 """
 
+from ansible_collections.podnet.fabric.plugins.module_utils import ipam
 from ansible_collections.podnet.fabric.plugins.module_utils.netlink import pods, veth
 from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
 
@@ -207,6 +208,9 @@ ARGUMENT_SPEC = dict(
 
 def build(ctx):
     cfg = pods.normalize(ctx.params)
+    if cfg["ipam"]:
+        # host-local's lock, held from reading the allocations to writing them (as the ipam module does)
+        ctx.stack.enter_context(ipam.lock(cfg["ipam"]["directory"], check_mode=ctx.check_mode))
     plan, wired = pods.plan(ctx.netlink(), cfg, ctx.owner, purge=ctx.params["purge"], check_mode=ctx.check_mode)
     ctx.stack.callback(veth.close, plan)
     return plan, {"pods": wired}

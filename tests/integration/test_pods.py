@@ -71,6 +71,8 @@ def test_pods_four_runs_from_a_fresh_node_and_ping(four_runs, playbook, netns_fa
     assert [p["ip"] for p in check.last["pods"]] == ["10.244.1.2", "10.244.1.3", "10.244.1.50"]
     result = dict((p["name"], p) for p in real.last["pods"])
     assert ipam_files(tmp_path) == ["10.244.1.2", "10.244.1.3"]
+    # host-local's format: container id (the owner's mark + the pod) CRLF ifname.
+    assert (tmp_path / "pnt" / result[p1]["ip"]).read_bytes() == ("podnet.fabric:itest-a:%s\r\neth0" % p1).encode()
     for pod in (p1, p2, p3):
         got = result[pod]
         link = eth0(pod)

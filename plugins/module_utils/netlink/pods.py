@@ -18,7 +18,6 @@ allocations in the network.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import ipaddress
 import os
 import resource
@@ -83,27 +82,21 @@ def normalize(params):
     return cfg
 
 
-# --- IPAM: the ipam core's plan, whatever its current keyword set ---------------------------------
+# --- IPAM: the ipam core's plan (host-local's files, lock and format; the owner's ids) -----------
 
 def plan_ipam(cfg, pods, owner, purge):
     """(Plan, {pod name: 'ip/prefix'}) for the pods without fixed addresses."""
     if cfg["ipam"] is None:
         return Plan(), {}
     rng = cfg["ipam"]["range"]
-    allocations = [{"id": p["name"]} for p in pods if p["addresses"] is None]
-    kwargs = {"purge": purge}
-    accepted = inspect.signature(ipam.plan).parameters
-    if "owner" in accepted:
-        kwargs["owner"] = owner
-    sub = ipam.plan(cfg["ipam"]["directory"], rng, allocations, **kwargs)
+    allocations = [{"id": p["name"], "ifname": p["ifname"]} for p in pods if p["addresses"] is None]
+    sub = ipam.plan(cfg["ipam"]["directory"], rng, allocations, owner=owner, purge=purge)
     out = {}
     for entry in allocations:
-        ip = sub.after.get(entry["id"]) or sub.after.get("%s:%s" % (owners.mark(owner), entry["id"]))
-        if isinstance(ip, dict):
-            ip = ip.get("ip") or ip.get("address")
+        ip = sub.after.get(entry["id"])
         if not ip:
             raise FabricError("pod %s: ipam gave no address" % entry["id"])
-        out[entry["id"]] = "%s/%d" % (str(ip).split("/", maxsplit=1)[0], rng.subnet.prefixlen)
+        out[entry["id"]] = "%s/%d" % (ip, rng.subnet.prefixlen)
     return sub, out
 
 
