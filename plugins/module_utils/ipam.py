@@ -192,7 +192,7 @@ def read(directory, rng):
         if ip not in rng.subnet:
             continue
         try:
-            with open(os.path.join(directory, name), newline="") as handle:
+            with open(os.path.join(directory, name), encoding="utf-8", newline="") as handle:
                 out[str(ip)] = Entry(str(ip), handle.read())
         except OSError:
             continue
@@ -202,7 +202,7 @@ def read(directory, rng):
 def last_reserved(directory):
     """The text of ``last_reserved_ip.0`` (None when absent)."""
     try:
-        with open(os.path.join(directory, LAST_RESERVED + RANGE_INDEX)) as handle:
+        with open(os.path.join(directory, LAST_RESERVED + RANGE_INDEX), encoding="utf-8") as handle:
             return handle.read()
     except OSError:
         return None
@@ -356,7 +356,7 @@ def _rewrite_fn(directory, ip, text):
         with lock(directory):
             path = os.path.join(directory, ip)
             tmp = path + ".podnet-tmp"
-            with open(tmp, "w", newline="") as handle:
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
                 handle.write(text)
             os.rename(tmp, path)
     return rewrite
@@ -370,6 +370,6 @@ def _write_last_fn(directory, text):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                 return
-            with open(path, "w") as handle:
+            with open(path, "w", encoding="utf-8") as handle:
                 handle.write(text)
     return write

@@ -157,7 +157,7 @@ class Transaction(object):
         if index is None:
             return None
         return index, ("The kernel refuses line %d (%s), found by replaying the transaction in a private namespace:\n%s"
-                % (index + 1, lines[index].where or lines[index].table, context(lines, index + 1)))
+                       % (index + 1, lines[index].where or lines[index].table, context(lines, index + 1)))
 
     # --- after success: rules we could not canonicalise with certainty ------------------------
 

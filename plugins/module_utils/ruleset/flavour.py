@@ -141,7 +141,7 @@ def _observe_generic(run, tools, requested, commands):
     """Only plain iptables-save/-restore: ask them which flavour they are."""
     if not (tools.generic_save and tools.generic_restore):
         raise FabricError("iptables-save/iptables-restore not found (install the iptables package)")
-    rc, out, err = run([tools.generic_save, "--version"])
+    _rc, out, err = run([tools.generic_save, "--version"])
     commands.append("%s --version" % tools.generic_save)
     m = _VERSION_RE.search(out + err)
     flavour = "legacy"

@@ -157,6 +157,6 @@ def decode_registry(rules, chain):
         elif this != owner:
             raise FabricError("ownership registry %s mixes owners %s and %s" % (chain, owner, this))
         for word in words[1:]:
-            name, sep, fp = word.rpartition("=")
+            name, _sep, fp = word.rpartition("=")
             entries[name] = fp
     return owner, entries
