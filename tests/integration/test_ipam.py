@@ -41,7 +41,7 @@ def files(data_dir):
     for name in sorted(os.listdir(path)) if os.path.isdir(path) else []:
         if name[0].isdigit():
             with open(os.path.join(path, name), "rb") as f:
-                cid, _, ifname = f.read().decode().partition("\r\n")
+                cid, _crlf, ifname = f.read().decode().partition("\r\n")
             out[name] = (cid, ifname)
     return out
 

@@ -225,7 +225,7 @@ class RestorePlan(Plan):
         prefix = action.description + ": "
         if reason.startswith("nat_rule owner ") and message.startswith(prefix + reason):
             # the outcome (rolled back / not) on the first line, iptables' context lines after it
-            first, _, rest = reason.partition("\n")
+            first, _nl, rest = reason.partition("\n")
             message = first + message[len(prefix + reason):] + ("\n" + rest if rest else "")
             exc = PlanFailed(message, exc.failed, exc.done, exc.rolled_back, exc.not_undone,
                              exc.undo_errors)

@@ -116,8 +116,8 @@ def test_fixed_ip_taken_by_another(tmp_path):
 def test_a_failure_mid_plan_leaves_the_directory_as_it_was(tmp_path):
     apply(tmp_path, [{"id": "a"}, {"id": "b"}, {"id": "c"}])
     before = snapshot(tmp_path)
-    p = ipam.plan(str(tmp_path), ipam.Range("10.244.1.0/24"), [{"id": "a", "ip": "10.244.1.20"}, {"id": "c"},
-                                                                {"id": "d"}, {"id": "e"}], owner="o", purge=True)
+    wanted = [{"id": "a", "ip": "10.244.1.20"}, {"id": "c"}, {"id": "d"}, {"id": "e"}]
+    p = ipam.plan(str(tmp_path), ipam.Range("10.244.1.0/24"), wanted, owner="o", purge=True)
     assert p.descriptions[:3] == ["allocate 10.244.1.20 to a", "allocate 10.244.1.5 to d", "allocate 10.244.1.6 to e"]
     (tmp_path / "10.244.1.6").write_bytes(b"racer\r\neth0")      # another allocator got there first
     before["10.244.1.6"] = b"racer\r\neth0"
