@@ -23,9 +23,13 @@ never removes it.
 Public interface (the ``ipam`` and ``pods`` modules call it)::
 
     rng = Range(subnet, range_start=None, range_end=None, gateway=None, what="ipam")
-    with lock(directory):                      # optional: serialise read -> plan -> apply
+    with lock(directory):                      # recommended: serialise read -> plan -> apply
         p = plan(directory, rng, allocations, owner="default", purge=False, ifname="eth0")
         p.apply()
+
+(``lock`` creates the directory, as host-local does; to leave nothing behind on bad input, call
+``plan`` once before it when the directory does not exist yet: with nothing on disk it only
+validates.)
     p.after  # {id: "10.244.1.5"} (what the allocations get; in check mode, would get)
 
 ``allocations`` is ``[{"id": ..., "ip": optional fixed address, "ifname": optional}]``. Every
@@ -98,8 +102,9 @@ class Range(object):
 def lock(directory, check_mode=False):
     """Hold host-local's lock (flock LOCK_EX on ``<directory>/lock``), creating both like
     host-local does. In check mode nothing is created: a shared lock when the file exists.
-    Re-entrant within this process. A directory this call created and left empty (only the
-    lock file) is removed again on exit, so a run that allocates nothing leaves no trace."""
+    Re-entrant within this process. The directory and lock file stay (as with host-local: a
+    process may be waiting on that lock file); validate input first (see :func:`plan` on a
+    directory that does not exist) to leave nothing behind on bad input."""
     if _held.get(directory):
         _held[directory] += 1
         try:
@@ -108,16 +113,13 @@ def lock(directory, check_mode=False):
             _held[directory] -= 1
         return
     path = os.path.join(directory, LOCK_FILE)
-    created = False
     if check_mode:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             fd = None
     else:
-        if not os.path.isdir(directory):
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            created = True
+        os.makedirs(directory, mode=0o755, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fd is not None:
@@ -126,11 +128,6 @@ def lock(directory, check_mode=False):
         yield
     finally:
         _held.pop(directory, None)
-        if created:
-            with contextlib.suppress(OSError):
-                if os.listdir(directory) == [LOCK_FILE]:
-                    os.unlink(path)
-                    os.rmdir(directory)
         if fd is not None:
             os.close(fd)
 

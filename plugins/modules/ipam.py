@@ -145,6 +145,9 @@ def build(ctx):
         raise FabricError("ipam network %r: invalid name" % p["network"])
     rng = ipam.Range(p["subnet"], p["range_start"], p["range_end"], p["gateway"], what="ipam network %s" % p["network"])
     directory = os.path.join(p["data_dir"], p["network"])
+    if not os.path.isdir(directory):
+        # nothing on disk yet: validate before the lock creates the directory (bad input leaves no trace)
+        ipam.plan(directory, rng, p["allocations"], owner=ctx.owner, purge=p["purge"])
     # host-local's lock, held from reading the directory until the plan is applied
     ctx.stack.enter_context(ipam.lock(directory, check_mode=ctx.check_mode))
     plan = ipam.plan(directory, rng, p["allocations"], owner=ctx.owner, purge=p["purge"])
