@@ -46,7 +46,6 @@ TABLES = tuple(BUILTIN_CHAINS)
 TABLE_ORDER = ("raw", "mangle", "nat", "filter", "security")
 
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]*$")
-_OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _b32(data):
@@ -78,12 +77,6 @@ def check_chain_name(name, what="chain"):
         raise FabricError("%s %s: name may only contain letters, digits and _ . : @ + = - (and may not start with '-')"
                           % (what, name))
     return name
-
-
-def check_owner(owner):
-    if not isinstance(owner, str) or not _OWNER_RE.match(owner):
-        raise FabricError("owner %r: use 1-64 characters from A-Z a-z 0-9 _ . - (starting with a letter or digit)" % (owner,))
-    return owner
 
 
 def owner_comment(owner):

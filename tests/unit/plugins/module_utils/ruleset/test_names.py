@@ -34,13 +34,6 @@ def test_chain_name_limit_is_28():
         names.check_chain_name("A B")
 
 
-def test_owner_names():
-    names.check_owner("kube-services")
-    for bad in ("", "a b", "x" * 65, "-x", 'q"'):
-        with pytest.raises(FabricError):
-            names.check_owner(bad)
-
-
 def test_registry_round_trip_and_limits():
     entries = {"KUBE-SVC-%016d" % i: "ABCDEFGH" for i in range(4000)}
     rules = names.encode_registry("kube-services", entries)
