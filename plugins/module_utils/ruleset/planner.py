@@ -537,6 +537,25 @@ _MAYBE_FORBIDDEN_RE = re.compile(r"(?:^|\s)(-[ACDIRLSFZNXPEtcwWh]|--(?:append|ch
                                  r"new|policy|rename|table|set-counters))")
 
 
+def _plainly_quoted(rule):
+    """True when the quotes in ``rule`` cannot hide a command token: no backslash, balanced,
+    every quoted part a token of its own (blank or the end on both sides, so nothing is glued
+    to it) and none of them a command (the text outside is searched by the caller)."""
+    if "\\" in rule:
+        return False
+    parts = rule.split('"')
+    last = len(parts) - 1
+    if last % 2:              # an odd number of quotes
+        return False
+    for i in range(1, last, 2):
+        before, after = parts[i - 1], parts[i + 1]
+        if (before and not before[-1].isspace()) or (after and not after[0].isspace()):
+            return False
+        if parts[i] in _FORBIDDEN_TOKENS:
+            return False
+    return True
+
+
 def _quick_check(spec):
     """Checks for a created chain's rules before anything is sent: [(kind, target, where)].
 
@@ -545,7 +564,7 @@ def _quick_check(spec):
     """
     targets = []
     for idx, rule in enumerate(spec.rules):
-        if '"' in rule or _MAYBE_FORBIDDEN_RE.search(rule):
+        if ('"' in rule and not _plainly_quoted(rule)) or _MAYBE_FORBIDDEN_RE.search(rule):
             where = spec.where_rule(idx)
             try:
                 tokens = tokenize(rule)

@@ -356,3 +356,20 @@ def test_after_someone_flushes_the_table_the_chains_are_taken_back():
 ])
 def test_rule_target_outside_quotes(rule, target):
     assert planner.rule_target(rule) == target
+
+
+@pytest.mark.parametrize("rule, hidden", [
+    ('-m comment --comment "x" "-F" DOCKER', True),
+    ('-m comment --comment "x" -"F" DOCKER', True),
+    ('-m comment --comment "x"-F', True),
+    ('-m comment --comment "a \\" -F" -j ACCEPT', False),
+    ('-m comment --comment "-F is only a comment" -j ACCEPT', False),
+    ('-m comment --comment "ns/svc:http cluster IP" -m tcp -p tcp -d 10.96.0.1 --dport 80 -j ACCEPT', False),
+])
+def test_commands_hidden_by_quotes_are_found(rule, hidden):
+    fake = FakeIptables(FOREIGN)
+    if hidden:
+        with pytest.raises(FabricError):
+            task(fake, check=True, owner="x", chains=[dict(name="PODNET-Q", rules=[rule])])
+    else:
+        assert task(fake, check=True, owner="x", chains=[dict(name="PODNET-Q", rules=[rule])])["changed"]
