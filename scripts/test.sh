@@ -16,7 +16,7 @@ bash scripts/setup.sh || { echo "[test] set-up failed" >&2; exit 1; }
 export PATH="$ROOT/.venv/bin:$PATH"
 
 stage_unit() { pytest -p no:cacheprovider -q tests/unit; }
-stage_integration() { pytest -p no:cacheprovider -q -n 2 --dist loadgroup tests/integration; }
+stage_integration() { pytest -p no:cacheprovider -q -n 2 tests/integration; }
 stage_sanity() { bash scripts/sanity.sh; }
 stage_lint() { bash scripts/lint.sh; }
 stage_molecule() { bash scripts/molecule.sh test; }

@@ -70,7 +70,8 @@ def test_pods_four_runs_from_a_fresh_node_and_ping(four_runs, playbook, netns_fa
     check, real, _c2, _r2 = four_runs(tasks, lambda: dict(snapshot(node, p1, p2, p3), files=ipam_files(tmp_path)))
     assert [p["ip"] for p in check.last["pods"]] == ["10.244.1.2", "10.244.1.3", "10.244.1.50"]
     result = dict((p["name"], p) for p in real.last["pods"])
-    assert ipam_files(tmp_path) == ["10.244.1.2", "10.244.1.3"]
+    # The fixed address is reserved in IPAM too (host-local's requested IP), so no pod gets it.
+    assert ipam_files(tmp_path) == ["10.244.1.2", "10.244.1.3", "10.244.1.50"]
     # host-local's format: container id (the owner's mark + the pod) CRLF ifname.
     assert (tmp_path / "pnt" / result[p1]["ip"]).read_bytes() == ("podnet.fabric:itest-a:%s\r\neth0" % p1).encode()
     for pod in (p1, p2, p3):
@@ -130,6 +131,18 @@ def test_two_owners_purge_in_turn_foreign_objects_survive(playbook, netns_factor
     assert snapshot(foreign_ns) == foreign
     assert [lk for lk in snapshot(node)[node]["links"] if lk["ifname"] in ("docker0", "vethd0")] == docker
     sh("ping", "-c", "1", "-W", "2", "10.244.1.101", netns=a1)
+
+
+def test_a_fixed_address_is_never_handed_to_another_pod(playbook, netns_factory, pod_names, tmp_path):
+    node = netns_factory("pnt-node-")
+    p1, p2 = pod_names(2)
+    r = playbook([pods_task(node, [{"name": p1, "addresses": ["10.244.1.2/24"]}], tmp_path)])
+    assert not r.failed, r
+    r = playbook([pods_task(node, [{"name": p1, "addresses": ["10.244.1.2/24"]}, p2], tmp_path)])
+    assert not r.failed, r
+    assert [p["ip"] for p in r.last["pods"]] == ["10.244.1.2", "10.244.1.3"]
+    assert inet(eth0(p2)) == ["10.244.1.3/24"]
+    assert (tmp_path / "pnt" / "10.244.1.2").read_bytes() == ("podnet.fabric:itest-a:%s\r\neth0" % p1).encode()
 
 
 def test_purge_releases_the_removed_pods_ipam_allocation(playbook, netns_factory, pod_names, tmp_path):

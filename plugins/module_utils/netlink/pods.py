@@ -85,12 +85,20 @@ def normalize(params):
 # --- IPAM: the ipam core's plan (host-local's files, lock and format; the owner's ids) -----------
 
 def plan_ipam(cfg, pods, owner, purge):
-    """(Plan, {pod name: 'ip/prefix'}) for the pods without fixed addresses."""
+    """(Plan, {pod name: 'ip/prefix'}) for the pods without fixed addresses; fixed ones in the
+    range are reserved."""
     if cfg["ipam"] is None:
         return Plan(), {}
     rng = cfg["ipam"]["range"]
     allocations = [{"id": p["name"], "ifname": p["ifname"]} for p in pods if p["addresses"] is None]
-    sub = ipam.plan(cfg["ipam"]["directory"], rng, allocations, owner=owner, purge=purge)
+    # A fixed address inside the range is reserved too, as host-local does for a requested IP,
+    # so that no other pod is ever handed it.
+    fixed = []
+    for p in pods:
+        inside = [a.split("/")[0] for a in p["addresses"] or () if ipaddress.ip_interface(a).ip in rng.subnet]
+        if inside:
+            fixed.append({"id": p["name"], "ifname": p["ifname"], "ip": inside[0]})
+    sub = ipam.plan(cfg["ipam"]["directory"], rng, allocations + fixed, owner=owner, purge=purge)
     out = {}
     for entry in allocations:
         ip = sub.after.get(entry["id"])
