@@ -31,13 +31,7 @@ except ImportError as exc:  # reported by the module with missing_required_lib
     class NetlinkError(Exception):
         code = 0
 
-# Links the collection creates carry this IFLA_IFALIAS (what `ip link show` prints as "alias").
-# Purge only ever removes links whose alias starts with it.
-OWNER_ALIAS = "podnet.fabric"
-# Routes the collection installs carry this rtm_protocol ("proto 149" in `ip route`), unless a
-# task picks another number to keep two owners apart. 149 is unassigned in iproute2's rt_protos
-# (kernel/boot/static 2-4, bird 12, keepalived 18, babel 42, calico 80, bgp 186 ... 192).
-OWNER_ROUTE_PROTO = 149
+# Ownership marks (link aliases, route protocols) live in module_utils/owner.py.
 
 IFNAMSIZ = 16  # including the trailing NUL: names are at most 15 characters
 _IFNAME_RE = re.compile(r"^[^\s/:%]+$")
@@ -146,7 +140,3 @@ def parse_mac(mac, what):
 
 def family_of(ip):
     return 10 if ip.version == 6 else 2  # AF_INET6 / AF_INET
-
-
-def is_owned_alias(alias):
-    return bool(alias) and (alias == OWNER_ALIAS or alias.startswith(OWNER_ALIAS + ":"))

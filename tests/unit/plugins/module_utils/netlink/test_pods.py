@@ -46,7 +46,7 @@ def test_bad_input_is_one_line_naming_the_pod(pod_list, extra, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-def test_ipam_allocates_through_the_ipam_core_fixed_addresses_skip_it(tmp_path):
+def test_ipam_allocates_through_the_ipam_core_and_reserves_fixed_addresses(tmp_path):
     cfg = pods.normalize(params([{"name": "p1"}, {"name": "p2", "addresses": ["10.244.1.9/24"]}, {"name": "p3"}],
                                 ipam={"subnet": "10.244.1.0/24", "range_start": None, "range_end": None, "network": "n",
                                       "data_dir": str(tmp_path)}))
@@ -54,6 +54,6 @@ def test_ipam_allocates_through_the_ipam_core_fixed_addresses_skip_it(tmp_path):
     assert allocated == {"p1": "10.244.1.2/24", "p3": "10.244.1.3/24"}
     assert not (tmp_path / "n").exists(), "planning wrote nothing"
     sub.apply()
-    assert sorted(p.name for p in (tmp_path / "n").iterdir() if p.name[0].isdigit()) == ["10.244.1.2", "10.244.1.3"]
+    assert sorted(p.name for p in (tmp_path / "n").iterdir() if p.name[0].isdigit()) == ["10.244.1.2", "10.244.1.3", "10.244.1.9"]
     again, allocated2 = pods.plan_ipam(cfg, cfg["pods"], "a", purge=False)
     assert allocated2 == allocated and not again.changed
