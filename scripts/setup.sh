@@ -53,4 +53,4 @@ fi
 # --- the checkout as the collection podnet.fabric ------------------------------------------------
 mkdir -p .collections/ansible_collections/podnet
 ln -sfn ../../.. .collections/ansible_collections/podnet/fabric
-log "ready: $(.venv/bin/ansible --version | head -1), pyroute2 $(.venv/bin/python -c 'import pyroute2;print(pyroute2.__version__)') (controller), Debian python3-pyroute2 on /usr/bin/python3 (targets)"
+log "ready: ansible-core $(.venv/bin/python -c "import ansible.release as r; print(r.__version__)"), pyroute2 $(.venv/bin/python -c 'import pyroute2;print(pyroute2.__version__)') (controller), Debian python3-pyroute2 on /usr/bin/python3 (targets)"
