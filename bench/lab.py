@@ -360,6 +360,7 @@ def rows_for(results, pairs):
 def scaling(args, logdir):
     """For each node count: a lab of that size, lab up, cold converge, no-op converge, lab down."""
     sys.path.insert(0, str(REPO / "lab"))
+    # lab/inventory.py
     import inventory as labinventory  # pylint: disable=import-outside-toplevel
 
     out = []
