@@ -183,6 +183,12 @@ def _kernel_made_route(route):
     return dst.startswith(("fe80:", "ff00:")) or (route.get("type") == "local" and dst.startswith("fe80:"))
 
 
+def _clean_route(route):
+    # "linkdown" follows the carrier, which a veth gets asynchronously after it goes up.
+    route["flags"] = [f for f in route.get("flags", []) if f != "linkdown"]
+    return route
+
+
 def _clean_link(lk):
     for key in ("stats", "stats64", "operstate", "qdisc", "linkinfo_timers", "carrier_changes", "carrier_up_count", "carrier_down_count"):
         lk.pop(key, None)
@@ -214,7 +220,7 @@ def snapshot(*namespaces):
         state[ns or "host"] = {
             "links": [_clean_link(lk) for lk in ip_json("-d", "link", "show", netns=ns)],
             "addrs": addrs,
-            "routes": [r for r in ip_json("route", "show", "table", "all", netns=ns) if not _kernel_made_route(r)],
+            "routes": [_clean_route(r) for r in ip_json("route", "show", "table", "all", netns=ns) if not _kernel_made_route(r)],
             "neigh": ip_json("neigh", "show", "nud", "permanent", netns=ns),
         }
     return state

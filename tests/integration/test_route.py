@@ -228,7 +228,6 @@ def test_kernel_refusal_mid_plan_is_rolled_back_byte_for_byte(playbook, netns, b
     sh("ip", "-n", netns, "route", "add", "10.9.0.0/24", "via", "10.0.0.3", "proto", OWNER)           # ours, stale: purged last
     sh("ip", "-n", netns, "route", "add", "10.8.0.0/24", "via", "10.0.0.3", "proto", "149")           # 0.1's: adopted
     sh("ip", "-n", netns, "route", "add", "10.50.0.0/24", "via", "10.0.0.2", "proto", "static")       # the user's
-    before = ip_json("route", "show", "table", "all", netns=netns)
     snap = snapshot(netns)
     routes = [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}, {"dest": "10.8.0.0/24", "gateway": "10.0.0.3"},
               {"dest": "10.6.0.0/24", "gateway": "10.0.0.2"}, bad, {"dest": "10.7.0.0/24", "gateway": "10.0.0.2"}]
@@ -236,8 +235,7 @@ def test_kernel_refusal_mid_plan_is_rolled_back_byte_for_byte(playbook, netns, b
     assert r.failed, r
     assert r.last["msg"] == message + " (rolled back: 3 actions undone)"
     assert r.last["changed"] is False and r.last["not_undone"] == [] and r.last["undo_errors"] == []
-    assert ip_json("route", "show", "table", "all", netns=netns) == before
-    assert snapshot(netns) == snap
+    assert snapshot(netns) == snap  # every route of every table, the kernel's own noise aside
 
 
 BAD = [
