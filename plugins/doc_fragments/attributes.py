@@ -50,3 +50,21 @@ options:
       - 1-32 characters of C(a-z), C(0-9), C(_), C(.), C(-).
     type: str
 """
+
+    # Modules whose state a node restores by itself (podnet.fabric.node_restore).
+    PERSIST = r"""
+options:
+  persist:
+    description:
+      - Record this task's parameters on the node, in the owner's root-only file
+        C(/var/lib/podnet-fabric/restore/OWNER.json), so that the node's restorer
+        (C(podnet-restore.service), installed by M(podnet.fabric.node_restore) and the
+        C(podnet.fabric.node) role) applies them again at boot and whenever a link comes back
+        up, through this module's own code, without the controller.
+      - The record is the last action of the task, so check mode and C(--diff) show it, and a
+        failed task records nothing. One record per module and owner; a later persisted run of
+        the same module and owner replaces it, so what is no longer declared is not restored.
+      - V(false) forgets this module's earlier record for the owner (if any).
+    type: bool
+    default: false
+"""

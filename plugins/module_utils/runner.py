@@ -29,12 +29,15 @@ import time
 
 from ansible_collections.podnet.fabric.plugins.module_utils import netns_exec
 from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
+from ansible_collections.podnet.fabric.plugins.module_utils import restore_state
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, PlanFailed, changed_only
 
 # Options the runner adds to every module that asks for them (documented by the doc fragments
 # podnet.fabric.attributes.OWNER and .NETNS).
 OWNER_OPTION = dict(type="str")
 NETNS_OPTION = dict(type="str")
+# ... and .PERSIST, for the modules a node restores by itself (run_module(persist_as=NAME)).
+PERSIST_OPTION = dict(type="bool", default=False)
 
 
 class Context(object):
@@ -81,8 +84,10 @@ class Context(object):
             raise FabricError("netns %s: does not exist" % name)
 
 
-def module_spec(argument_spec, netns=True, owner=True):
+def module_spec(argument_spec, netns=True, owner=True, persist=False):
     spec = dict(argument_spec)
+    if persist:
+        spec.setdefault("persist", dict(PERSIST_OPTION))
     if owner:
         spec.setdefault("owner", dict(OWNER_OPTION))
     if netns:
@@ -90,16 +95,18 @@ def module_spec(argument_spec, netns=True, owner=True):
     return spec
 
 
-def run_module(argument_spec, build, netns=True, owner=True, pyroute2=True, summarise=None, **module_kwargs):
-    """Build an AnsibleModule from ``argument_spec`` (+ owner/netns), then plan, apply, exit."""
+def run_module(argument_spec, build, netns=True, owner=True, pyroute2=True, summarise=None, persist_as=None,
+               **module_kwargs):
+    """Build an AnsibleModule from ``argument_spec`` (+ owner/netns/persist), then plan, apply,
+    exit. ``persist_as``: the name under which the node's restorer replays this module."""
     from ansible.module_utils.basic import AnsibleModule
-    module = AnsibleModule(argument_spec=module_spec(argument_spec, netns, owner),
+    module = AnsibleModule(argument_spec=module_spec(argument_spec, netns, owner, persist=bool(persist_as)),
                            supports_check_mode=True, **module_kwargs)
     if pyroute2:
         from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core
         core.require_pyroute2(module)
     result = execute(module.params, build, check_mode=module.check_mode, diff=module._diff,
-                     warn=module.warn, with_owner=owner)
+                     warn=module.warn, with_owner=owner, persist_as=persist_as)
     if summarise is not None:
         result["invocation"] = {"module_args": summarise(module.params)}
     if result.get("failed"):
@@ -109,9 +116,10 @@ def run_module(argument_spec, build, netns=True, owner=True, pyroute2=True, summ
     module.exit_json(**result)
 
 
-def execute(params, build, check_mode=False, diff=False, warn=None, with_owner=True):
+def execute(params, build, check_mode=False, diff=False, warn=None, with_owner=True, persist_as=None):
     """The runner without Ansible (unit tests and the node's own restore use it): returns the
-    module result as a dict, with ``failed``/``msg`` on failure."""
+    module result as a dict, with ``failed``/``msg`` on failure. With ``persist_as`` the plan
+    ends by recording (``params["persist"]``) or forgetting the module's restore state."""
     start = time.monotonic()
     plan = None
     ctx = Context(params, check_mode=check_mode, diff=diff, warn=warn)
@@ -122,6 +130,8 @@ def execute(params, build, check_mode=False, diff=False, warn=None, with_owner=T
                 ctx.owner = owners.check(params.get("owner"), purge=bool(params.get("purge")))
             plan, result = build(ctx)
             result = dict(result or {})
+            if persist_as:
+                restore_state.plan_record(plan, ctx.owner, persist_as, params, params.get("persist"))
             planned = time.monotonic()
             ctx.timing.setdefault("plan", round(planned - start, 4))
             if plan.changed and not check_mode:

@@ -26,6 +26,7 @@ author:
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.OWNER
+  - podnet.fabric.attributes.PERSIST
 options:
   network:
     description: Name of the network; the directory under I(data_dir) that holds its allocations (host-local's C(name)).
@@ -155,7 +156,7 @@ def build(ctx):
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build, netns=False, pyroute2=False)
+    run_module(ARGUMENT_SPEC, build, netns=False, pyroute2=False, persist_as="ipam")
 
 
 if __name__ == "__main__":

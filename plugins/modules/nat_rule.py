@@ -40,6 +40,7 @@ extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
   - podnet.fabric.attributes.OWNER
+  - podnet.fabric.attributes.PERSIST
 options:
   chains:
     description:
@@ -374,7 +375,7 @@ def build(ctx):
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build, pyroute2=False, summarise=_summarised)
+    run_module(ARGUMENT_SPEC, build, pyroute2=False, summarise=_summarised, persist_as="nat_rule")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ author:
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.OWNER
+  - podnet.fabric.attributes.PERSIST
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
 options:
@@ -115,7 +116,7 @@ def build(ctx):
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build, netns=False)
+    run_module(ARGUMENT_SPEC, build, netns=False, persist_as="netns")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
   - podnet.fabric.attributes.OWNER
+  - podnet.fabric.attributes.PERSIST
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
 notes:
@@ -217,7 +218,7 @@ def build(ctx):
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build)
+    run_module(ARGUMENT_SPEC, build, persist_as="pods")
 
 
 if __name__ == "__main__":

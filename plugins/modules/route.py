@@ -38,6 +38,7 @@ extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
   - podnet.fabric.attributes.OWNER
+  - podnet.fabric.attributes.PERSIST
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
 notes:
@@ -299,7 +300,7 @@ def build(ctx):
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build)
+    run_module(ARGUMENT_SPEC, build, persist_as="route")
 
 
 if __name__ == "__main__":

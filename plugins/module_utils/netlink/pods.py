@@ -40,6 +40,15 @@ def mac_for(ip):
     return "0a:58:" + ":".join("%02x" % b for b in ip.packed)
 
 
+def host_mac_for(veth_name):
+    """The host end's MAC, derived from its name: the same after every boot, so the node's link
+    and bridge FDB state is what it was (the kernel would pick a random one). Locally
+    administered, unicast."""
+    digest = bytearray(hashlib.sha256(("podnet.fabric host end " + veth_name).encode()).digest()[:6])
+    digest[0] = (digest[0] & 0xFE) | 0x02
+    return ":".join("%02x" % b for b in digest)
+
+
 def normalize(params):
     """Validate the module's parameters into a config dict (plain data)."""
     cfg = {"bridge": core.check_ifname(params["bridge"], "pods bridge"), "manage_bridge": bool(params.get("manage_bridge")),
@@ -191,7 +200,7 @@ def _plan(result, ipr, spaces, cfg, owner, purge, check_mode, registry):
         try:
             vspec = veth.normalize({
                 "name": pod["veth"], "peer": pod["ifname"], "peer_netns": name, "addresses": addresses, "mtu": pod["mtu"],
-                "mac": mac, "bridge": cfg["bridge"], "hairpin": pod["hairpin"], "gateway": cfg["gateway"]})
+                "mac": mac, "host_mac": host_mac_for(pod["veth"]), "bridge": cfg["bridge"], "hairpin": pod["hairpin"], "gateway": cfg["gateway"]})
             veth.plan_one(v_plan, ipr, links, host_addrs, spaces, vspec, owner, result_protocol, declared, deletes,
                           bridge_missing_ok=check_mode or cfg["manage_bridge"])
         except FabricError as exc:

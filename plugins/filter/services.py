@@ -1,0 +1,33 @@
+# -*- coding: utf-8 -*-
+# Copyright: podnet.fabric contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The cluster's Services for the roles: v1 Services with their clusterIP / nodePorts and the
+EndpointSlices, as kube-proxy reads them (plugins/module_utils/cluster.py does the work)."""
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.podnet.fabric.plugins.module_utils import cluster as _cluster
+
+
+def cluster_services(objects, hosts=None, service_cidr=_cluster.DEFAULT_SERVICE_CIDR,
+                     node_port_range=_cluster.DEFAULT_NODE_PORT_RANGE, reports=None):
+    """The services of the whole cluster, the same on every node::
+
+        objects | podnet.fabric.cluster_services(groups['k8s_cluster'], '10.96.0.0/12', '30000-32767',
+                                                 groups['k8s_cluster'] | podnet.fabric.node_reports(hostvars))
+
+    returns ``{"services": [...], "endpoint_slices": [...], "report": {"services": {...}}}``:
+    what ``kubeproxy.build_ruleset`` takes, and what each node writes back into its report so that
+    clusterIPs and nodePorts never move (see ``cluster.service_model``)."""
+    try:
+        return _cluster.cluster_services(list(objects or []), list(hosts) if hosts is not None else None,
+                                         service_cidr, node_port_range, dict(reports or {}))
+    except _cluster.ClusterError as exc:
+        raise AnsibleFilterError("cluster_services: %s" % exc)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "cluster_services": cluster_services,
+        }
