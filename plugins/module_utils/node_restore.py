@@ -37,6 +37,8 @@ MODULES_PACKAGE = "ansible_collections.podnet.fabric.plugins.modules."
 # Events come in bursts (link up, then its addresses, then routes): wait this long for the rest.
 SETTLE_SECONDS = 0.05
 RETRY_SECONDS = 10.0
+# How often an idle restorer reads the state again (new namespaces to watch).
+REFRESH_SECONDS = 30.0
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 ANY_LINK = "*"
@@ -151,68 +153,86 @@ class LinkWatch(object):
         self.usable[name] = usable
         return name, usable and not was
 
-    def triggers(self, wanted):
-        """The links of ``wanted`` that became usable in the messages waiting on the socket."""
+    def events(self):
+        """(link name, what happened) for each link that became usable, in the messages waiting
+        on the socket: a transition to up with carrier, or an IPv4 address added while up."""
         hits = []
         for msg in self.ipr.get():
             event = msg.get("event")
             if event == "RTM_NEWLINK":
                 name, came_up = self._seen(msg)
-                if came_up and (name in wanted or ANY_LINK in wanted):
-                    hits.append("link %s up" % name)
+                if came_up:
+                    hits.append((name, "link %s up" % name))
             elif event == "RTM_DELLINK":
                 self.usable.pop(msg.get_attr("IFLA_IFNAME"), None)
             elif event == "RTM_NEWADDR":
                 name = self.names.get(msg["index"])
-                if name and (name in wanted or ANY_LINK in wanted) and self.usable.get(name):
-                    hits.append("address %s on %s" % (msg.get_attr("IFA_ADDRESS"), name))
+                if name and self.usable.get(name):
+                    hits.append((name, "address %s on %s" % (msg.get_attr("IFA_ADDRESS"), name)))
         return hits
+
+
+def _wanted(hits, names):
+    return [text for name, text in hits if name in names or ANY_LINK in names]
+
+
+def _status(docs, changed, failed, seconds, why="boot"):
+    count = len(restore_state.entries(docs))
+    return "%s: %d entr%s, %d restored, %d failed in %.3f s" % (
+        why, count, "y" if count == 1 else "ies", len(changed), len(failed), seconds)
 
 
 def run(stop_after=None):
     """The service: apply, READY, then re-apply on link events until killed (or ``stop_after``
-    seconds, for tests)."""
+    seconds, for tests). The state is read again at every event (a converge may have replaced
+    it since), and the watched namespaces follow it."""
     import contextlib
     started = time.monotonic()
     docs, refused = load()
     if refused:
         log(refused)
         notify("READY=1\nSTATUS=%s" % refused)
-        docs = []
-        failed = ["(state refused)"]
+        docs, failed = [], ["(state refused)"]
     else:
         changed, failed = apply(docs)
-        status = "boot: %d entr%s, %d restored, %d failed in %.2f s" % (
-            len(restore_state.entries(docs)), "y" if len(restore_state.entries(docs)) == 1 else "ies",
-            len(changed), len(failed), time.monotonic() - started)
+        status = _status(docs, changed, failed, time.monotonic() - started)
         log(status)
         notify("READY=1\nSTATUS=%s" % status)
     with contextlib.ExitStack() as stack:
         watches = {}
-        deadline = None
-        reasons = []
+        deadline, reasons = None, []
         retry_at = time.monotonic() + RETRY_SECONDS if failed else None
+        refresh_at = time.monotonic() + REFRESH_SECONDS
         while True:
-            deps = dependencies(docs)
-            for netns in deps:
+            # the host's links always; a namespace's once the state names it
+            for netns in set(dependencies(docs)) | {None}:
                 if netns not in watches:
                     try:
                         watches[netns] = LinkWatch(netns, stack)
                     except Exception as exc:  # a namespace that does not exist (yet)
                         log("cannot watch links in %s: %s" % (netns or "the host", exc))
-            timers = [t for t in (deadline, retry_at) if t is not None]
+            timers = [t for t in (deadline, retry_at, refresh_at) if t is not None]
             if stop_after is not None:
                 timers.append(started + stop_after)
-            timeout = max(0.0, min(timers) - time.monotonic()) if timers else None
+            timeout = max(0.0, min(timers) - time.monotonic())
             ready, _, _ = select.select(list(watches.values()), [], [], timeout)
-            for watch in ready:
-                hits = watch.triggers(deps.get(watch.netns, ()))
-                if hits:
-                    reasons.extend(hits)
-                    deadline = deadline or time.monotonic() + SETTLE_SECONDS
+            hits = {watch.netns: watch.events() for watch in ready}
+            if any(hits.values()):
+                fresh, _why_not = load()
+                docs = fresh if fresh is not None else docs
+                deps = dependencies(docs)
+                for netns, found in hits.items():
+                    matched = _wanted(found, deps.get(netns, ()))
+                    if matched:
+                        reasons.extend(matched)
+                        deadline = deadline or time.monotonic() + SETTLE_SECONDS
             now = time.monotonic()
             if stop_after is not None and now >= started + stop_after:
                 return 0
+            if now >= refresh_at:
+                fresh, _why_not = load()
+                docs = fresh if fresh is not None else docs
+                refresh_at = now + REFRESH_SECONDS
             due_retry = retry_at is not None and now >= retry_at
             if (deadline is not None and now >= deadline) or due_retry:
                 why = ", ".join(reasons) if reasons else "retry of %s" % ", ".join(failed)
@@ -228,7 +248,7 @@ def run(stop_after=None):
                 docs = fresh
                 t0 = time.monotonic()
                 changed, failed = apply(docs, quiet=True)
-                status = "%s: %d restored, %d failed in %.3f s" % (why, len(changed), len(failed), time.monotonic() - t0)
+                status = _status(docs, changed, failed, time.monotonic() - t0, why)
                 log(status)
                 notify("STATUS=%s" % status)
                 retry_at = time.monotonic() + RETRY_SECONDS if failed else None

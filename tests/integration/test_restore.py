@@ -227,29 +227,44 @@ def test_a_state_it_cannot_use_changes_nothing_and_says_why_in_one_line(playbook
     assert picture(node, pods) == before
 
 
+def start_service(python, restorer, state_dir):
+    """podnet-restore run as the unit runs it (stops by itself after 20 s); it reads the state
+    again every 0.5 s when idle (30 s in the unit), so a converge after its start is seen soon."""
+    env = dict(os.environ, PODNET_FABRIC_RESTORE_DIR=str(state_dir))
+    return subprocess.Popen([python, "-c", "import sys; sys.path.insert(0, %r); "
+                             "from ansible_collections.podnet.fabric.plugins.module_utils import node_restore as n; "
+                             "n.REFRESH_SECONDS = 0.5; n.run(stop_after=20)" % str(restorer)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+@pytest.mark.parametrize("started", ["after the converge", "before the converge"])
 def test_link_up_puts_the_routes_back_and_traffic_flows(playbook, netns_factory, pod_names, tmp_path,
-                                                        restorer, state_dir, target_python):
+                                                        restorer, state_dir, target_python, started):
     node, peer = netns_factory(), netns_factory()
     boot(node, peer)
     pods = pod_names(1)
+    service = None
+    if started == "before the converge":       # a fresh node: the unit runs before any state exists
+        service = start_service(target_python, restorer, state_dir)
+        line = service.stdout.readline()
+        assert line.startswith("podnet-restore: boot: 0 entries, 0 restored, 0 failed in "), line
     assert not playbook(tasks(node, pods, tmp_path / "ipam", state_dir)).failed
     # the peer answers for 10.244.2.1 (a pod of "another node")
     sh("ip", "-n", peer, "addr", "add", "10.244.2.1/32", "dev", "lo")
     sh("ip", "-n", peer, "route", "add", SUBNET, "via", "192.0.2.1")
     sh("ping", "-c1", "-W2", "10.244.2.1", netns=pods[0])
-
-    env = dict(os.environ, PODNET_FABRIC_RESTORE_DIR=str(state_dir))
-    service = subprocess.Popen([target_python, "-c", "import sys; sys.path.insert(0, %r); "
-                                "from ansible_collections.podnet.fabric.plugins.module_utils import node_restore as n; "
-                                "n.run(stop_after=20)" % str(restorer)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    if service is None:
+        service = start_service(target_python, restorer, state_dir)
     try:
-        lines = [service.stdout.readline() for _i in range(4)]
-        # layer order: links (pods) before routes before rules
-        assert [line.split(": as declared")[0] for line in lines[:3]] == [
-            "podnet-restore: %s/%s in netns %s" % (owner, module, node)
-            for owner, module in ((OWNER_PODS, "pods"), (OWNER_ROUTES, "route"), (OWNER_ROUTES, "nat_rule"))], lines
-        assert "boot: 3 entries, 0 restored, 0 failed" in lines[3], lines
+        if started == "after the converge":
+            lines = [service.stdout.readline() for _i in range(4)]
+            # layer order: links (pods) before routes before rules
+            assert [line.split(": as declared")[0] for line in lines[:3]] == [
+                "podnet-restore: %s/%s in netns %s" % (owner, module, node)
+                for owner, module in ((OWNER_PODS, "pods"), (OWNER_ROUTES, "route"), (OWNER_ROUTES, "nat_rule"))], lines
+            assert lines[3].startswith("podnet-restore: boot: 3 entries, 0 restored, 0 failed in "), lines
+        else:
+            time.sleep(1.0)   # one refresh: the node's namespace is watched from then on
         time.sleep(0.3)   # the watch is bound right after the boot line
         sh("ip", "-n", node, "link", "set", "uplink", "down")
         assert [r["dst"] for r in ip_json("route", "show", "proto", OWNER_ROUTES, netns=node)] == []
@@ -266,7 +281,7 @@ def test_link_up_puts_the_routes_back_and_traffic_flows(playbook, netns_factory,
         while "link uplink up" not in summary:
             summary = service.stdout.readline()
             assert summary, "the restorer ended without a summary"
-        assert "link uplink up: 1 restored, 0 failed" in summary, summary
+        assert "link uplink up: 3 entries, 1 restored, 0 failed" in summary, summary
     finally:
         service.terminate()
         service.communicate(timeout=10)
