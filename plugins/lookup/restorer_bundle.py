@@ -44,7 +44,7 @@ PREFIX = "ansible_collections/podnet/fabric/"
 MAIN = (
     "import sys\n"
     "from ansible_collections.podnet.fabric.plugins.module_utils import node_restore\n"
-    "sys.exit(node_restore.main(sys.argv[1:]))\n"
+    "raise SystemExit(node_restore.main(sys.argv[1:]))\n"
 )
 
 

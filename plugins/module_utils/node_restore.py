@@ -215,7 +215,7 @@ def run(stop_after=None):
             if stop_after is not None:
                 timers.append(started + stop_after)
             timeout = max(0.0, min(timers) - time.monotonic())
-            ready, _, _ = select.select(list(watches.values()), [], [], timeout)
+            ready = select.select(list(watches.values()), [], [], timeout)[0]
             hits = {watch.netns: watch.events() for watch in ready}
             if any(hits.values()):
                 fresh, _why_not = load()
@@ -260,7 +260,7 @@ USAGE = "usage: podnet-restore run|apply|check|version"
 def main(argv):
     command = argv[0] if argv else "run"
     if command == "version":
-        print(COLLECTION_VERSION)
+        sys.stdout.write(COLLECTION_VERSION + "\n")
         return 0
     if command == "run":
         return run()

@@ -126,8 +126,8 @@ def restore(python, restorer, state_dir, *args):
                           timeout=120, check=False)
 
 
-def test_a_reboot_is_put_back_exactly_and_a_converge_then_finds_nothing(playbook, netns_factory, pod_names, tmp_path,
-                                                                         restorer, state_dir, target_python):
+def test_a_reboot_is_put_back_exactly_and_a_converge_then_finds_nothing(
+        playbook, netns_factory, pod_names, tmp_path, restorer, state_dir, target_python):
     node, peer = netns_factory(), netns_factory()
     boot(node, peer)
     pods = pod_names(3)
@@ -154,8 +154,8 @@ def test_a_reboot_is_put_back_exactly_and_a_converge_then_finds_nothing(playbook
     assert restore(target_python, restorer, state_dir).stdout.count("as declared") == 3
 
 
-def test_a_pod_removed_by_a_converge_does_not_come_back_at_the_next_boot(playbook, netns_factory, pod_names, tmp_path,
-                                                                          restorer, state_dir, target_python):
+def test_a_pod_removed_by_a_converge_does_not_come_back_at_the_next_boot(
+        playbook, netns_factory, pod_names, tmp_path, restorer, state_dir, target_python):
     node, peer = netns_factory(), netns_factory()
     boot(node, peer)
     pods = pod_names(2)
@@ -170,8 +170,8 @@ def test_a_pod_removed_by_a_converge_does_not_come_back_at_the_next_boot(playboo
     assert not diffs, "\n".join(diffs)
 
 
-def test_check_mode_and_diff_show_the_record_and_persist_false_forgets_it(playbook, netns_factory, pod_names, tmp_path,
-                                                                         state_dir):
+def test_check_mode_and_diff_show_the_record_and_persist_false_forgets_it(
+        playbook, netns_factory, pod_names, tmp_path, state_dir):
     node, peer = netns_factory(), netns_factory()
     boot(node, peer)
     pods = pod_names(1)

@@ -259,7 +259,7 @@ def test_rendered_config_is_complete_and_byte_identical_for_reordered_objects():
     services, slices, pods = cluster_objects()
     text = render(services, slices, pods)
     shuffled = random.Random(7)
-    for _ in range(5):
+    for _attempt in range(5):
         again = [list(x) for x in (services, slices, pods)]
         for x in again:
             shuffled.shuffle(x)

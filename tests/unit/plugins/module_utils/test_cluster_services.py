@@ -69,7 +69,7 @@ def addresses(result):
                 for sid, entry in result["report"]["services"].items())
 
 
-def as_reports(result, hosts=HOSTS):
+def as_reports(result, hosts=tuple(HOSTS)):
     """Every node reports what it applied (the same model)."""
     return dict((h, {"podCIDR": "ignored", "services": copy.deepcopy(result["report"]["services"])}) for h in hosts)
 
@@ -283,7 +283,7 @@ def test_long_history_of_changes_keeps_every_surviving_value():
     result = model(fleet(names))
     for step in range(30):
         previous = addresses(result)
-        for _ in range(rng.randint(1, 3)):
+        for _step in range(rng.randint(1, 3)):
             names.pop(rng.randrange(len(names)))
         for k in range(rng.randint(1, 3)):
             names.insert(rng.randrange(len(names) + 1), "new%d-%d" % (step, k))
@@ -320,7 +320,7 @@ def test_without_reports_a_new_service_still_leaves_the_others_alone():
 
 def test_a_reported_value_yields_to_a_declared_one():
     first = model(fleet(["a"]))
-    ip, ports, _ = addresses(first)["default/a"]
+    ip, ports, _health = addresses(first)["default/a"]
     taken = [service("b", type="NodePort", clusterIP=ip, ports=[{"port": 8080, "nodePort": ports["/TCP"]}])]
     second = model(fleet(["a"]) + taken, as_reports(first))
     now = addresses(second)
@@ -339,7 +339,7 @@ def test_declared_values_are_remembered_when_the_declaration_goes():
 
 def test_nodes_reports_are_merged_the_same_way_on_every_node():
     first = model(fleet(["a"]))
-    ip, ports, _ = addresses(first)["default/a"]
+    ip, ports, _health = addresses(first)["default/a"]
     stale = {"services": {"default/a": {"clusterIP": "10.96.200.1", "nodePorts": {"/TCP": 31999}}}}
     reports = {"node1": as_reports(first)["node1"], "node2": as_reports(first)["node2"], "node3": stale}
     got = addresses(model(fleet(["a"]), reports))["default/a"]
@@ -356,7 +356,7 @@ def test_nodes_reports_are_merged_the_same_way_on_every_node():
 
 def test_a_reported_value_outside_the_range_is_not_kept():
     reports = {"node1": {"services": {"default/a": {"clusterIP": "10.200.0.1", "nodePorts": {"/TCP": 40000}}}}}
-    ip, ports, _ = addresses(model(fleet(["a"]), reports))["default/a"]
+    ip, ports, _health = addresses(model(fleet(["a"]), reports))["default/a"]
     assert ipaddress.ip_address(ip) in SERVICE_NET and 30000 <= ports["/TCP"] <= 32767
 
 

@@ -130,7 +130,7 @@ def test_the_bundle_is_deterministic_and_carries_the_modules_it_replays():
         assert "ansible_collections/podnet/fabric/plugins/modules/%s.py" % module in names
     assert "ansible_collections/podnet/fabric/plugins/module_utils/node_restore.py" in names
     with zipfile.ZipFile(BytesIO(first)) as archive:
-        assert archive.read("__main__.py").decode().strip().endswith("sys.exit(node_restore.main(sys.argv[1:]))")
+        assert archive.read("__main__.py").decode().strip().endswith("raise SystemExit(node_restore.main(sys.argv[1:]))")
     data, version = decode(base64.b64encode(first).decode())
     assert data == first and version == COLLECTION_VERSION
 
