@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 
+from ansible_collections.podnet.fabric.plugins.module_utils import files
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
 from ansible_collections.podnet.fabric.plugins.module_utils.version import COLLECTION_VERSION
 
@@ -102,12 +103,7 @@ def _write(path, owner, module, entry):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(doc, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.rename(tmp, path)
+        files.write_json(path, doc)
 
 
 def plan_record(plan, owner, module, params, persist, base=None):

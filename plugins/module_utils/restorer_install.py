@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import io
 import os
 import re
 import zipfile
 
+from ansible_collections.podnet.fabric.plugins.module_utils import files
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan, noop
 
 UNIT_TEMPLATE = """\
@@ -70,18 +70,9 @@ def _read(path):
 
 
 def _write(path, data, mode):
-    """Atomic write (None removes the file)."""
-    if data is None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = path + ".podnet-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, mode)
-    os.rename(tmp, path)
+    if data is not None:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    files.write_atomic(path, data, mode)
 
 
 def _digest(data):

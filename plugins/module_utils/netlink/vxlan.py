@@ -31,6 +31,7 @@ import json
 import os
 import socket
 
+from ansible_collections.podnet.fabric.plugins.module_utils import files
 from ansible_collections.podnet.fabric.plugins.module_utils import owner as owners
 from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core, link, neigh, route
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan, noop
@@ -72,13 +73,7 @@ class PeerStore(object):
             self.remove(dev)
             return
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        path = self.path(dev)
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.rename(tmp, path)
+        files.write_json(self.path(dev), record)
 
     def remove(self, dev):
         try:
