@@ -22,7 +22,8 @@ SUITE=bookworm
 IMAGE_REPO=${PODNET_LAB_IMAGE_REPO:-localhost/podnet-lab-node}
 CACHE=${PODNET_CACHE_DIR:-$ROOT/.cache}/lab-image
 # Units that packages.txt brings in enabled: roles enable what a host needs.
-DISABLE_UNITS=(bird.service frr.service keepalived.service dnsmasq.service iperf3.service)
+DISABLE_UNITS=(bird.service frr.service keepalived.service dnsmasq.service iperf3.service
+  unbound.service unbound-resolvconf.service)
 # Timers that are useless in an offline lab container.
 MASK_UNITS=(apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer)
 

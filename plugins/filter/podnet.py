@@ -38,14 +38,20 @@ def _wrap(func, name):
 def node_reports(nodes, hostvars, fact="podnet_fabric"):
     """{node: what it reported} from each node's local facts (``ansible_local[fact]``, written by
     podnet.fabric.pod_network): the pod CIDR it has and its pods' IPs. Nodes without facts (or
-    without the file: never converged) report nothing."""
+    without the file: never converged) report nothing.
+
+    ``fact`` may be a list of local facts, each written by one role (``['podnet_fabric',
+    'podnet_fabric_services']``: pod IPs and the service addresses): a node's report is their
+    union, later facts winning on a key both have."""
+    facts_wanted = [fact] if isinstance(fact, str) else list(fact or [])
     out = {}
     for node in nodes or []:
         facts = (hostvars or {}).get(node) or {}
         local = facts.get("ansible_local") or {}
-        report = local.get(fact) if isinstance(local, dict) else None
-        if isinstance(report, dict):
-            out[node] = dict(report)
+        for name in facts_wanted:
+            report = local.get(name) if isinstance(local, dict) else None
+            if isinstance(report, dict):
+                out.setdefault(node, {}).update(report)
     return out
 
 

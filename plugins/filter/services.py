@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.podnet.fabric.plugins.module_utils import cluster as _cluster
+from ansible_collections.podnet.fabric.plugins.module_utils import service_proxy as _service_proxy
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
 
 
 def cluster_services(objects, hosts=None, service_cidr=_cluster.DEFAULT_SERVICE_CIDR,
@@ -26,8 +28,26 @@ def cluster_services(objects, hosts=None, service_cidr=_cluster.DEFAULT_SERVICE_
         raise AnsibleFilterError("cluster_services: %s" % exc)
 
 
+def service_proxy_node(objects, me, hosts, reports=None, settings=None):
+    """What podnet.fabric.service_proxy applies on node ``me``::
+
+        objects | podnet.fabric.service_proxy_node(inventory_hostname, groups['nodes'], reports,
+                                                   {'cluster_cidr': '10.244.0.0/16'})
+
+    returns ``{"ruleset": ..., "sysctls": {...}, "report": {...}, "counts": {...}}``: kube-proxy's
+    ruleset for the node plus its pods' hostPorts (CNI portmap) as one nat_rule ``ruleset``, the
+    route_localnet settings they need, and the node's service report (see
+    plugins/module_utils/service_proxy.py)."""
+    try:
+        return _service_proxy.node_proxy(list(objects or []), me, list(hosts or []), dict(reports or {}),
+                                         dict(settings or {}))
+    except (_cluster.ClusterError, FabricError) as exc:
+        raise AnsibleFilterError("service_proxy_node: %s" % exc)
+
+
 class FilterModule(object):
     def filters(self):
         return {
             "cluster_services": cluster_services,
+            "service_proxy_node": service_proxy_node,
         }

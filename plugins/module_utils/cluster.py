@@ -18,7 +18,8 @@ Fields honoured (everything else in a manifest is accepted and ignored):
   (``ip/prefix``: the node's address and its subnet, for cross-subnet decisions, as Calico).
 - Pod: ``metadata.name``, ``metadata.namespace``, ``metadata.labels``, annotation
   ``cni.projectcalico.org/ipAddrs`` (a JSON list with one IPv4 address: a fixed pod IP),
-  ``spec.nodeName`` (required: nothing schedules here), ``spec.containers[].ports[]``,
+  ``spec.nodeName`` (required: nothing schedules here), ``spec.containers[].ports[]`` (with
+  ``hostPort`` / ``hostIP``, which the service proxy maps as CNI portmap does),
   ``spec.hostname`` / ``spec.subdomain`` (the endpoint's hostname under a headless Service).
 - Service: the v1 spec as the API server validates and defaults it (type, clusterIP /
   clusterIPs, ports, selector, sessionAffinity(Config), external/internalTrafficPolicy,
@@ -295,10 +296,10 @@ def _parse_pod(obj, metadata, label):
                 raise ClusterError("%s: container %s has a port without a valid containerPort" % (label, container.get("name")))
             if not 0 < number < 65536:
                 raise ClusterError("%s: containerPort %d is out of range" % (label, number))
+            entry = {"containerPort": number, "protocol": str(port.get("protocol") or "TCP"), "name": port.get("name")}
             if port.get("hostPort"):
-                raise ClusterError("%s: hostPort is not supported (containerPort %d)" % (label, number))
-            ports.append({"containerPort": number, "protocol": str(port.get("protocol") or "TCP"),
-                          "name": port.get("name")})
+                entry.update(_host_port(port, number, label))
+            ports.append(entry)
     # spec.hostname + spec.subdomain give the pod its own DNS name under a headless Service
     hostname, subdomain = spec.get("hostname") or None, spec.get("subdomain") or None
     for field_name, value in (("spec.hostname", hostname), ("spec.subdomain", subdomain)):
@@ -306,6 +307,22 @@ def _parse_pod(obj, metadata, label):
             _dns_label(value, label, field_name)
     return dict(_identity(metadata, label), nodeName=str(node), ip=fixed, ports=ports,
                 hostname=hostname, subdomain=subdomain)
+
+
+def _host_port(port, container_port, label):
+    """hostPort / hostIP of a container port, checked (the service proxy maps them as CNI portmap)."""
+    host_port = port["hostPort"]
+    if not _is_int(host_port) or not 0 < int(host_port) < 65536:
+        raise ClusterError("%s: containerPort %d: hostPort %r is not a port number from 1 to 65535"
+                           % (label, container_port, host_port))
+    out = {"hostPort": int(host_port)}
+    if port.get("hostIP") not in (None, ""):
+        try:
+            out["hostIP"] = str(ipaddress.IPv4Address(str(port["hostIP"])))
+        except ValueError:
+            raise ClusterError("%s: containerPort %d: hostIP %r is not an IPv4 address"
+                               % (label, container_port, port["hostIP"]))
+    return out
 
 
 def _fixed_ip(text, label):

@@ -7,6 +7,9 @@
 dicts ``kubectl get -o yaml`` prints) into the records of the Kubernetes DNS specification,
 schema 1.1.0 (kubernetes/dns docs/specification.md); :func:`unbound_config` renders them as the
 configuration of unbound, sorted, so the same objects always give the same bytes.
+:func:`node_dns` is one node's share for the role podnet.fabric.cluster_dns: the unbound
+configuration of each DNS pod of the node (the pods the DNS Service selects) and the kubelet's
+resolv.conf (:func:`resolv_conf`) for each of its pods.
 
 Records (``<zone>`` is the cluster domain, ``cluster.local`` by default):
 
@@ -57,6 +60,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from ansible_collections.podnet.fabric.plugins.module_utils import cluster as _cluster
 from ansible_collections.podnet.fabric.plugins.module_utils.cluster import IP_ADDRS_ANNOTATION
 from ansible_collections.podnet.fabric.plugins.module_utils.kubeproxy.model import (
     PROTOCOLS, SERVICE_NAME_LABEL, _ipv4, _ipv4_net, _service_id, service_ports)
@@ -319,3 +323,157 @@ def unbound_config(records, upstreams, interfaces=("0.0.0.0",), allow=("0.0.0.0/
         lines += ["remote-control:", "  control-enable: yes", "  control-interface: %s" % control_socket]
     lines += ["forward-zone:", '  name: "."'] + ["  forward-addr: %s" % upstream for upstream in upstreams]
     return "\n".join(lines) + "\n"
+
+
+# --- one node's DNS: the kubelet's resolv.conf for its pods, and its DNS pods' servers ----------
+
+DNS_SERVICE = "kube-system/kube-dns"
+DEFAULT_NDOTS = 5
+RESOLV_MARKER = "# podnet.fabric cluster_dns"   # first line of every resolv.conf written here
+# The kubelet's limits (pkg/kubelet/network/dns): glibc reads at most 3 nameservers, and the
+# search list is capped at 32 names.
+MAX_NAMESERVERS, MAX_SEARCHES = 3, 32
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+
+
+def resolv_conf(pod_id, namespace, nameservers, domain=DEFAULT_DOMAIN, ndots=DEFAULT_NDOTS, policy="ClusterFirst",
+                dns_config=None):
+    """The resolv.conf the kubelet gives pod ``pod_id`` ("ns/name"), or None for ``dnsPolicy:
+    Default`` (the pod keeps the node's resolver).
+
+    ClusterFirst: ``nameserver`` the cluster DNS, ``search <ns>.svc.<domain> svc.<domain>
+    <domain>``, ``options ndots:5``; ``spec.dnsConfig`` adds nameservers and searches after
+    them and its options replace same-named ones. ``None``: only ``spec.dnsConfig``."""
+    where = "Pod %s" % pod_id
+    if policy not in DNS_POLICIES:
+        raise FabricError("%s: spec.dnsPolicy %r is not one of %s" % (where, policy, ", ".join(DNS_POLICIES)))
+    if policy == "Default":
+        return None
+    config = dns_config if dns_config is not None else {}
+    if not isinstance(config, dict):
+        raise FabricError("%s: spec.dnsConfig must be a mapping" % where)
+    extra_servers = _string_list(config.get("nameservers"), where, "spec.dnsConfig.nameservers")
+    for ip in extra_servers:
+        if _ipv4(ip) is None:
+            raise FabricError("%s: spec.dnsConfig.nameservers: %r is not an IPv4 address" % (where, ip))
+    extra_searches = _string_list(config.get("searches"), where, "spec.dnsConfig.searches")
+    options = [("ndots", str(ndots))] if policy != "None" else []
+    for i, option in enumerate(config.get("options") or []):
+        if not isinstance(option, dict) or not isinstance(option.get("name"), str) or not option["name"]:
+            raise FabricError("%s: spec.dnsConfig.options[%d] needs a name" % (where, i))
+        value = option.get("value")
+        options = [o for o in options if o[0] != option["name"]] + [(option["name"], None if value is None else str(value))]
+    if policy == "None":
+        servers, searches = extra_servers, extra_searches
+        if not servers:
+            raise FabricError("%s: spec.dnsPolicy None needs spec.dnsConfig.nameservers" % where)
+    else:
+        servers = list(nameservers) + extra_servers
+        searches = ["%s.svc.%s" % (namespace, domain), "svc.%s" % domain, domain] + extra_searches
+    servers = _unique(servers)[:MAX_NAMESERVERS]
+    searches = _unique(searches)[:MAX_SEARCHES]
+    lines = ["%s: kubelet-style resolv.conf of pod %s (dnsPolicy %s)" % (RESOLV_MARKER, pod_id, policy)]
+    lines += ["nameserver %s" % ip for ip in servers]
+    if searches:
+        lines.append("search " + " ".join(searches))
+    if options:
+        lines.append("options " + " ".join(name if value is None else "%s:%s" % (name, value) for name, value in options))
+    return "\n".join(lines) + "\n"
+
+
+def _string_list(value, where, field):
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise FabricError("%s: %s must be a list of strings" % (where, field))
+    return list(value)
+
+
+def _unique(items):
+    seen, out = set(), []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+def _raw_pods(objects):
+    """{(namespace, name): Pod object}: the fields the cluster model does not keep (dnsPolicy)."""
+    out = {}
+    for obj in _cluster.flatten(objects):
+        if isinstance(obj, dict) and obj.get("kind") == "Pod":
+            meta = obj.get("metadata") or {}
+            out[(meta.get("namespace") or "default", meta.get("name"))] = obj
+    return out
+
+
+def node_dns(objects, me, hosts, reports=None, settings=None):
+    """What node ``me`` applies for the cluster DNS, from the cluster's objects and the nodes'
+    reports (pod IPs, service addresses given out)::
+
+        {"resolv_confs": [{"pod", "netns", "content"}],   # every pod of the node (not dnsPolicy Default)
+         "servers": [{"pod", "netns", "ip", "config"}],  # the node's DNS pods: the DNS Service selects them
+         "nameserver": "10.96.0.10",                      # the DNS Service's clusterIP
+         "counts": {"records", "servers", "resolv_confs"},
+         "note": ""}                                      # why there is no DNS, if there is none
+
+    Without the DNS Service among the objects there is no cluster DNS: nothing is planned (so
+    what the role wrote before is removed) and ``note`` says why.
+
+    ``settings``: ``dns_service`` ("kube-system/kube-dns"), ``domain``, ``ttl``, ``ndots``,
+    ``upstreams``, ``forward_domains``, ``allow``, ``service_cidr``, ``node_port_range``,
+    ``netns_prefix``, ``control_dir`` (each server's unbound-control socket is
+    ``<control_dir>/<netns>/control``), ``server_options``. The clusterIPs are the ones
+    podnet.fabric.service_proxy gives out for the same objects and reports."""
+    settings = dict(settings or {})
+    domain = settings.get("domain") or DEFAULT_DOMAIN
+    prefix = settings.get("netns_prefix", "pod-")
+    dns_service = settings.get("dns_service") or DNS_SERVICE
+    reports = dict(reports or {})
+    cluster = _cluster.parse_objects(objects, hosts)
+    cluster.node(me)
+    model = _cluster.service_model(cluster, settings.get("service_cidr") or _cluster.DEFAULT_SERVICE_CIDR,
+                                   settings.get("node_port_range") or _cluster.DEFAULT_NODE_PORT_RANGE, reports)
+    parsed = dict((svc["id"], svc) for svc in cluster.services)
+    if dns_service not in parsed:
+        # no cluster DNS: nothing to serve and no nameserver to give (what was written goes)
+        return {"resolv_confs": [], "servers": [], "nameserver": None,
+                "counts": {"records": 0, "servers": 0, "resolv_confs": 0},
+                "note": "no Service %s among the cluster's objects: no cluster DNS" % dns_service}
+    service = [s for s in model["services"] if "%s/%s" % _service_id(s) == dns_service][0]
+    nameserver = (service.get("spec") or {}).get("clusterIP")
+    if parsed[dns_service]["type"] == "ExternalName" or nameserver in (None, "", "None") or not parsed[dns_service]["selector"]:
+        raise FabricError("Service %s: the cluster DNS needs a clusterIP and a selector (its pods run the DNS servers)" % dns_service)
+
+    pods = [{"metadata": {"name": p["name"], "namespace": p["namespace"]},
+             "status": {"podIP": _cluster.pod_ip(p, reports)}} for p in cluster.pods if _cluster.pod_ip(p, reports)]
+    records = cluster_records(model["services"], model["endpoint_slices"], pods, domain)
+    ttl = settings.get("ttl", DEFAULT_TTL)
+    upstreams = list(settings.get("upstreams") or [])
+    control_dir = settings.get("control_dir") or "/run/podnet-dns"
+
+    servers = []
+    for pod in sorted(_cluster.selected_pods(cluster, parsed[dns_service]), key=lambda p: p["id"]):
+        if pod["nodeName"] != me:
+            continue
+        netns = _cluster.netns_name(prefix, pod["namespace"], pod["name"])
+        config = unbound_config(records, upstreams, interfaces=["0.0.0.0"], allow=list(settings.get("allow") or ["0.0.0.0/0"]),
+                                domain=domain, ttl=ttl, forward_domains=list(settings.get("forward_domains") or []),
+                                control_socket="%s/%s/control" % (control_dir, netns),
+                                server_options=list(settings.get("server_options") or []))
+        servers.append({"pod": pod["id"], "netns": netns, "ip": _cluster.pod_ip(pod, reports), "config": config})
+
+    raw = _raw_pods(objects)
+    resolv_confs = []
+    for pod in sorted(cluster.pods, key=lambda p: p["id"]):
+        if pod["nodeName"] != me:
+            continue
+        spec = (raw.get((pod["namespace"], pod["name"])) or {}).get("spec") or {}
+        content = resolv_conf(pod["id"], pod["namespace"], [nameserver], domain, settings.get("ndots", DEFAULT_NDOTS),
+                              spec.get("dnsPolicy") or "ClusterFirst", spec.get("dnsConfig"))
+        if content is not None:
+            resolv_confs.append({"pod": pod["id"], "netns": _cluster.netns_name(prefix, pod["namespace"], pod["name"]),
+                                 "content": content})
+    return {"resolv_confs": resolv_confs, "servers": servers, "nameserver": nameserver,
+            "counts": {"records": len(records), "servers": len(servers), "resolv_confs": len(resolv_confs)}, "note": ""}

@@ -50,11 +50,12 @@ def test_node_vars_describe_the_uplink(host, lab, node):
     assert lab.var(node, "node_gateway") == router_ip(lab, segment)
 
 
-DAEMONS = ("bird", "frr", "keepalived", "dnsmasq")
+DAEMONS = ("bird", "frr", "keepalived", "dnsmasq", "unbound")
 # What the roles install (issue 4), plus python3-apt for Ansible's apt module.
 PACKAGES = ("iproute2", "iptables", "python3-pyroute2", "bird2", "frr", "keepalived", "dnsmasq",
             "iperf3", "iputils-arping", "tcpdump", "curl", "netcat-openbsd", "procps",
-            "iputils-ping", "python3", "systemd", "systemd-sysv", "dbus", "python3-apt")
+            "iputils-ping", "python3", "systemd", "systemd-sysv", "dbus", "python3-apt",
+            "unbound", "bind9-dnsutils")
 
 
 def test_image_ships_daemons_disabled(host):

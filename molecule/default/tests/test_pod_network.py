@@ -105,7 +105,9 @@ def ipam_files(node):
 
 def test_ipam_records_like_host_local(host):
     files = ipam_files(host("node1"))
-    assert sorted(files) == sorted([pod_ip(host, "web-1"), pod_ip(host, "tools-1")])
+    # and the DNS pod of manifests/dns.yaml, kube-system/dns-1
+    dns_1 = ip_json(host("node1"), "-n", "pod-kube-system-dns-1", "-4", "addr", "show", "eth0")[0]["addr_info"][0]["local"]
+    assert sorted(files) == sorted([pod_ip(host, "web-1"), pod_ip(host, "tools-1"), dns_1])
     record = host("node1").file("/var/lib/cni/networks/podnet/%s" % pod_ip(host, "web-1")).content_string
     # CNI host-local's format: container id CRLF ifname; the id carries the owner.
     assert record == "podnet.fabric:pod_network:%s\r\neth0" % netns("web-1")
@@ -271,7 +273,8 @@ def test_state_b_removed_pod_took_exactly_its_objects(host, lab):
     assert len(gone) == 1 and next(iter(gone)).startswith("veth"), gone
     assert set(links) - set(LAB_STATE["links_node1"]) == set()  # vxlan mode: flannel.1 was there already
     files = ipam_files(node1)
-    assert files == [LAB_STATE["before"]["pods"]["web-1"]]
+    dns_1 = ip_json(node1, "-n", "pod-kube-system-dns-1", "-4", "addr", "show", "eth0")[0]["addr_info"][0]["local"]
+    assert sorted(files) == sorted([LAB_STATE["before"]["pods"]["web-1"], dns_1])   # tools-1's is gone
     assert http(host, "tools-3", pod_ip(host, "web-1"))["pod"] == "default/web-1"
 
 

@@ -59,9 +59,21 @@ def node_state(h):
             "neigh": _json(h, pre + " neigh show nud permanent"),
         })
     state["fdb"] = [e for e in _json(h, "bridge -json fdb show") if e.get("state") == "permanent"]
-    # counters differ by nature; everything else (chains, rules, order) must be the same
-    state["iptables"] = [re.sub(r" \[\d+:\d+\]$", "", line) for line in h.check_output("iptables-save").splitlines()
-                         if not line.startswith("#")]
+    # counters differ by nature; everything else (chains, rules, order) must be the same, except
+    # the order of nat_rule's registry rules (PODNET-OWN-*): a converge that changed an owner's
+    # chains (the service proxy's, after an endpoint change) deletes and appends registry rules,
+    # a restore writes them at once; the registry is a set
+    lines = [re.sub(r" \[\d+:\d+\]$", "", line) for line in h.check_output("iptables-save").splitlines()
+             if not line.startswith("#")]
+    state["iptables"], registry = [], []
+    for line in lines:
+        if line.startswith("-A PODNET-OWN-"):
+            registry.append(line)
+            continue
+        if line == "COMMIT":
+            state["iptables"].extend(sorted(registry))
+            registry = []
+        state["iptables"].append(line)
     return state
 
 
@@ -113,7 +125,8 @@ def test_every_node_runs_the_restorer_of_this_collection_and_records_its_state(h
         assert h.check_output("/usr/bin/python3 /usr/local/lib/podnet-fabric/podnet-restore.pyz version") == version
         listing = h.check_output("stat -c '%a %U %n' /var/lib/podnet-fabric/restore /var/lib/podnet-fabric/restore/*.json")
         assert listing.splitlines() == ["700 root /var/lib/podnet-fabric/restore"] + [
-            "600 root /var/lib/podnet-fabric/restore/%s.json" % o for o in ("egress", "pod_network", "pod_routing")], listing
+            "600 root /var/lib/podnet-fabric/restore/%s.json" % o
+            for o in ("egress", "pod_network", "pod_routing", "service_proxy")], listing
         doc = json.loads(h.check_output("cat /var/lib/podnet-fabric/restore/pod_routing.json"))
         assert sorted(doc["modules"]) == ["route", "vxlan"] and doc["modules"]["route"]["version"] == version
 
