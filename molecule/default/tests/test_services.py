@@ -344,3 +344,21 @@ def test_endpoint_change_rewrites_only_that_services_chains(host, lab, changed_s
     assert ":%s - " % kube_chain("KUBE-SEP-", "default/sticky:http", "tcp", "%s:8080" % ep) in nat
     assert len(re.findall(r"^-A %s .*-j KUBE-SEP-" % sticky_svc, nat, re.M)) == 4   # 2 affinity + 2 dispatch rules
     assert all(":%s - " % chain in nat for chain in upstream)
+
+
+@pytest.mark.parametrize("bad,reason", [
+    ({"clusterIP": "10.200.0.1", "ports": [{"port": 80}]},
+     'spec.clusterIP: Invalid value: "10.200.0.1": provided IP is not in the valid range'),
+    ({"type": "NodePort", "ports": [{"name": "a", "port": 80, "nodePort": 29999}, {"name": "a", "port": 81}]},
+     "spec.ports[1].name: Duplicate value"),
+])
+def test_a_bad_service_fails_before_any_node_changes(host, bad, reason):
+    nodes = ("node1", "node2", "node3")
+    before = {n: host(n).check_output("iptables-save -t nat | grep -v '^#' | sed 's/\\[[0-9:]*\\]//'") for n in nodes}
+    extra = {"cluster_extra_objects": [{"apiVersion": "v1", "kind": "Service",
+                                        "metadata": {"name": "bad", "namespace": "default"}, "spec": bad}]}
+    rc, changed, out = podnet.converge("-e", json.dumps(extra))
+    assert rc != 0 and "Service default/bad: " + reason in " ".join(out.split()), out
+    assert not any(changed.values()), changed
+    after = {n: host(n).check_output("iptables-save -t nat | grep -v '^#' | sed 's/\\[[0-9:]*\\]//'") for n in nodes}
+    assert after == before
