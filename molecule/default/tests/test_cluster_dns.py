@@ -163,8 +163,8 @@ def test_short_name_resolves_through_the_search_path(host):
     out = in_pod(host, "tools-3", "getent hosts web")
     assert out.rc == 0, out.stderr
     assert out.stdout.split() == [cluster_ip(host, "web"), "web.default.svc.cluster.local"]
-    answer = dig(host, "tools-1", "+search", "tools", "A")
-    assert answer.answer == [("tools.default.svc.cluster.local.", "A", cluster_ip(host, "tools"))]
+    answer = dig(host, "tools-1", "+search", "sticky", "A")
+    assert answer.answer == [("sticky.default.svc.cluster.local.", "A", cluster_ip(host, "sticky"))]
     # another namespace by <svc>.<ns>, through the search list's svc.cluster.local
     assert in_pod(host, "web-2", "getent hosts kube-dns.kube-system").stdout.split()[0] == KUBE_DNS_IP
 
