@@ -398,10 +398,29 @@ print(json.dumps(out))
 """
 
 
+def restore_form(text):
+    """The role's ruleset as iptables-restore takes it: nat_rule's ``ruleset`` declares each chain
+    just before its rules (nat_rule orders the transaction itself), iptables-restore wants a chain
+    declared before any rule jumps to it, so per table the ``:CHAIN`` lines go first (as kube-proxy
+    writes them), then the rules and jumps in their order. The same lines, nothing else."""
+    out, decl, rules = [], [], []
+    for line in text.splitlines():
+        if line.startswith("*"):
+            out.append(line)
+            decl, rules = [], []
+        elif line == "COMMIT":
+            out.extend(decl + rules + [line])
+        elif line.startswith(":"):
+            decl.append(line)
+        else:
+            rules.append(line)
+    return "\n".join(out) + "\n"
+
+
 def raw_restore(text, flavour, rounds):
     """The same ruleset text through iptables-restore --noflush in fresh netns inside node1, timed there."""
     path = "/tmp/podnet-bench-sp-ruleset.txt"
-    on(ME, "sh", "-c", "cat > %s" % path, stdin=text)
+    on(ME, "sh", "-c", "cat > %s" % path, stdin=restore_form(text))
     on(ME, "sh", "-c", "cat > /tmp/podnet-bench-sp-raw.py", stdin=RAW)
     try:
         out = on(ME, "python3", "/tmp/podnet-bench-sp-raw.py", "iptables-%s-restore" % flavour, path, str(rounds))
