@@ -61,7 +61,6 @@ import gc
 import glob
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -179,7 +178,7 @@ def steady_split(objects, reports, settings):
     def text():
         chains = ruleset.nat_rule_params()["chains"]
         return _sp.ruleset_text(chains, ruleset.jumps)
-    t["text"], _ = timed(text)
+    t["text"] = timed(text)[0]
     return t
 
 
@@ -248,11 +247,9 @@ def report_generation(rows, endpoints, repeat, load_before):
     if 1000 in by_n and 5000 in by_n:
         per = dict((n, by_n[n]["steady"] / n) for n in (1000, 5000))
         ratio = per[5000] / per[1000]
+        others = tuple((by_n[5000][k] / 5000) / (by_n[1000][k] / 1000) for k in ("nogc", "cold", "yaml"))
         add("   linear: cost per service at 5,000 / at 1,000 = %.2f (steady; <= %.2f: %s); no GC %.2f; cold %.2f;"
-            " YAML %.2f" % (ratio, TARGET_LINEAR, verdict(ratio <= TARGET_LINEAR),
-               (by_n[5000]["nogc"] / 5000) / (by_n[1000]["nogc"] / 1000),
-               (by_n[5000]["cold"] / 5000) / (by_n[1000]["cold"] / 1000),
-               (by_n[5000]["yaml"] / 5000) / (by_n[1000]["yaml"] / 1000)))
+            " YAML %.2f" % ((ratio, TARGET_LINEAR, verdict(ratio <= TARGET_LINEAR)) + others))
     if len(rows) >= 2:
         xs, ys = [r["n"] for r in rows], [r["steady"] for r in rows]
         mx, my = statistics.mean(xs), statistics.mean(ys)
@@ -336,8 +333,8 @@ def playbook(logdir, tag, path, *extra):
                 raise RuntimeError("%s: task %r failed: %s" % (tag, task["task"]["name"], result.get("msg")))
     if proc.returncode != 0:
         raise RuntimeError("%s: ansible-playbook rc %d: %s" % (tag, proc.returncode, proc.stderr[-3000:]))
-    log("%s: %.2f s wall, %d tasks, changed: %s" % (tag, wall, len(tasks),
-                                                   [t["name"] for t in tasks if t["result"].get("changed")]))
+    changed = [t["name"] for t in tasks if t["result"].get("changed")]
+    log("%s: %.2f s wall, %d tasks, changed: %s" % (tag, wall, len(tasks), changed))
     return {"wall": wall, "tasks": tasks, "load": load}
 
 
@@ -532,10 +529,11 @@ def report_lab(args, lab, load_before):
     add("")
     add("2./3. through the role on lab '%s' (node1 over SSH; lab up %.0f s; load %s before / %s after)"
         % (LAB, lab["up"], load_before, loadavg()))
+    counts = plan["counts"]
+    cidrs = ", ".join("%s %s" % kv for kv in sorted(lab["cidrs"].items()))
     add("   %d services x %d endpoints + the lab's own objects: %d services, %d chains, %d rules, %d ruleset lines"
-        " (%.2f MB); pod CIDRs %s" % (args.services, args.endpoints, plan["counts"]["services"], plan["counts"]["chains"],
-                                     plan["counts"]["rules"], plan["ruleset"].count("\n"), len(plan["ruleset"]) / 1e6,
-                                     ", ".join("%s %s" % kv for kv in sorted(lab["cidrs"].items()))))
+        " (%.2f MB); pod CIDRs %s" % (args.services, args.endpoints, counts["services"], counts["chains"], counts["rules"],
+                                      plan["ruleset"].count("\n"), len(plan["ruleset"]) / 1e6, cidrs))
     rules_ok = all(r["rules"] == lab["node_rules"] for r in lab["raw"])
     add("   raw iptables-%s-restore -w 5 --noflush of that text, fresh netns inside %s: %s s wall (median of %d),"
         " %.3f s cpu; KUBE-/CNI- rules after it: %s, on node1 after the role: %d (%s)"
@@ -545,8 +543,9 @@ def report_lab(args, lab, load_before):
         % ("/".join("%.2f" % w for w in lab["empty"]), empty))
     for way, runs in lab["ways"].items():
         add("")
-        add("   objects passed by %s:" % ("the podnet.fabric.manifests lookup (a manifests dir of their own)"
-                                         if way == "lookup" else "extra vars from one JSON file (-e @file)"))
+        passed_by = ("the podnet.fabric.manifests lookup (a manifests dir of their own)" if way == "lookup"
+                     else "extra vars from one JSON file (-e @file)")
+        add("   objects passed by %s:" % passed_by)
         add("   %-22s %8s %9s %9s %9s | %7s %7s %7s %7s %7s | %s"
             % ("step", "wall s", "- empty", "task s", "nat task", "read", "plan", "restore", "apply", "total",
                "nat_rule"))
@@ -577,9 +576,9 @@ def report_lab(args, lab, load_before):
                     cells.append("%.2f%s" % (cell["seconds"], "" if not cell["result"].get("skipped") else " (skip)"))
             add("     %-60s %s" % (short(name), " / ".join(cells)))
         if "empty_with_vars" in runs:
+            with_vars = runs["empty_with_vars"]
             add("   the empty playbook with the same -e @file: %.2f s (%.2f s more than without: loading the objects"
-                " as extra vars, part of each run's wall time, in no task)" % (runs["empty_with_vars"],
-                                                                            runs["empty_with_vars"] - empty))
+                " as extra vars, part of each run's wall time, in no task)" % (with_vars, with_vars - empty))
         ok, why = runs["noop_ok"]
         add("   no-op check: %s (%s)" % ("ok" if ok else "FAILED", why))
         cold = runs["cold"]

@@ -358,7 +358,8 @@ def test_a_bad_service_fails_before_any_node_changes(host, bad, reason):
     extra = {"cluster_extra_objects": [{"apiVersion": "v1", "kind": "Service",
                                         "metadata": {"name": "bad", "namespace": "default"}, "spec": bad}]}
     rc, changed, out = podnet.converge("-e", json.dumps(extra))
-    assert rc != 0 and "Service default/bad: " + reason in " ".join(out.split()), out
+    said = " ".join(out.replace('\\"', '"').split())     # the JSON callback escapes quotes
+    assert rc != 0 and "Service default/bad: " + reason in said, out
     assert not any(changed.values()), changed
     after = {n: host(n).check_output("iptables-save -t nat | grep -v '^#' | sed 's/\\[[0-9:]*\\]//'") for n in nodes}
     assert after == before
