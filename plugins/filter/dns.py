@@ -8,19 +8,21 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.podnet.fabric.plugins.module_utils import cluster as _cluster
 from ansible_collections.podnet.fabric.plugins.module_utils import cluster_dns as _cluster_dns
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
+from ansible_collections.podnet.fabric.plugins.plugin_utils import manifests as _manifests
 
 
-def cluster_dns_node(objects, me, hosts, reports=None, settings=None):
+def cluster_dns_node(objects, me, hosts, reports=None, settings=None, manifests=None):
     """What podnet.fabric.cluster_dns applies on node ``me``::
 
         objects | podnet.fabric.cluster_dns_node(inventory_hostname, groups['nodes'], reports,
                                                  {'upstreams': ['172.31.100.10']})
 
     returns ``{"resolv_confs": [...], "servers": [...], "nameserver": ..., "counts": {...}}``
-    (see ``cluster_dns.node_dns``)."""
+    (see ``cluster_dns.node_dns``); ``manifests``: paths whose objects come before ``objects``."""
     try:
-        return _cluster_dns.node_dns(list(objects or []), me, list(hosts or []), dict(reports or {}), dict(settings or {}))
-    except (_cluster.ClusterError, FabricError) as exc:
+        return _cluster_dns.node_dns(_manifests.objects(objects, manifests), me, list(hosts or []),
+                                     dict(reports or {}), dict(settings or {}))
+    except (_cluster.ClusterError, FabricError, _manifests.ManifestError) as exc:
         raise AnsibleFilterError("cluster_dns_node: %s" % exc)
 
 

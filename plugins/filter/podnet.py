@@ -10,6 +10,7 @@ import ipaddress
 from ansible.errors import AnsibleFilterError
 from ansible_collections.podnet.fabric.plugins.module_utils import cluster as _cluster
 from ansible_collections.podnet.fabric.plugins.module_utils.cluster import stable_mac, veth_name
+from ansible_collections.podnet.fabric.plugins.plugin_utils import manifests as _manifests
 
 
 def nth_address(cidr, n, with_prefix=False):
@@ -29,15 +30,16 @@ def _wrap(func, name):
     def call(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except _cluster.ClusterError as exc:
+        except (_cluster.ClusterError, _manifests.ManifestError) as exc:
             raise AnsibleFilterError("%s: %s" % (name, exc))
     call.__doc__ = func.__doc__
     return call
 
 
 def node_reports(nodes, hostvars, fact="podnet_fabric"):
-    """{node: what it reported} from each node's local facts (``ansible_local[fact]``, written by
-    podnet.fabric.pod_network): the pod CIDR it has and its pods' IPs. Nodes without facts (or
+    """{node: what it reported} from each node's reports (``podnet_fabric_reports[fact]``, read by
+    podnet.fabric.node_report; ``ansible_local[fact]`` when only setup read them), written by
+    podnet.fabric.pod_network: the pod CIDR it has and its pods' IPs. Nodes without facts (or
     without the file: never converged) report nothing.
 
     ``fact`` may be a list of local facts, each written by one role (``['podnet_fabric',
@@ -47,7 +49,9 @@ def node_reports(nodes, hostvars, fact="podnet_fabric"):
     out = {}
     for node in nodes or []:
         facts = (hostvars or {}).get(node) or {}
-        local = facts.get("ansible_local") or {}
+        local = facts.get("podnet_fabric_reports")
+        if local is None:
+            local = facts.get("ansible_local") or {}
         for name in facts_wanted:
             report = local.get(name) if isinstance(local, dict) else None
             if isinstance(report, dict):
@@ -55,15 +59,23 @@ def node_reports(nodes, hostvars, fact="podnet_fabric"):
     return out
 
 
-def cluster_node(objects, me, hosts, cluster_cidr, node_prefix=24, reports=None, netns_prefix="pod-"):
-    """Node ``me``'s slice of the cluster model (see plugins/module_utils/cluster.py)."""
-    return _cluster.cluster_node(list(objects or []), me, list(hosts or []), cluster_cidr, node_prefix,
-                                 dict(reports or {}), netns_prefix)
+def cluster_node(objects, me, hosts, cluster_cidr, node_prefix=24, reports=None, netns_prefix="pod-",
+                 manifests=None):
+    """Node ``me``'s slice of the cluster model (see plugins/module_utils/cluster.py).
+    ``manifests``: paths of manifest files or directories whose objects come before ``objects``
+    (read as plain data: much cheaper than a large variable, see plugin_utils/manifests.py)."""
+    return _cluster.cluster_node(_manifests.objects(objects, manifests), me, list(hosts or []), cluster_cidr,
+                                 node_prefix, dict(reports or {}), netns_prefix)
 
 
-def cluster_pods(objects, me, hosts, netns_prefix="pod-"):
+def cluster_pods(objects, me, hosts, netns_prefix="pod-", manifests=None):
     """Node ``me``'s pods (see plugins/module_utils/cluster.py), without allocating CIDRs."""
-    return _cluster.cluster_pods(list(objects or []), me, list(hosts or []), netns_prefix)
+    return _cluster.cluster_pods(_manifests.objects(objects, manifests), me, list(hosts or []), netns_prefix)
+
+
+def node_address(objects, name, manifests=None):
+    """The InternalIP of Node ``name`` (see plugins/module_utils/cluster.py)."""
+    return _cluster.node_address(_manifests.objects(objects, manifests), name)
 
 
 def pod_entries(pods, pod_cidr):
@@ -117,7 +129,7 @@ class FilterModule(object):
             "cluster_node": _wrap(cluster_node, "cluster_node"),
             "node_reports": node_reports,
             "cluster_pods": _wrap(cluster_pods, "cluster_pods"),
-            "node_address": _wrap(_cluster.node_address, "node_address"),
+            "node_address": _wrap(node_address, "node_address"),
             "selector_matches": _wrap(_cluster.selector_matches, "selector_matches"),
             "nth_address": nth_address,
             "veth_name": veth_name,

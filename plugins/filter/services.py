@@ -9,10 +9,11 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.podnet.fabric.plugins.module_utils import cluster as _cluster
 from ansible_collections.podnet.fabric.plugins.module_utils import service_proxy as _service_proxy
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
+from ansible_collections.podnet.fabric.plugins.plugin_utils import manifests as _manifests
 
 
 def cluster_services(objects, hosts=None, service_cidr=_cluster.DEFAULT_SERVICE_CIDR,
-                     node_port_range=_cluster.DEFAULT_NODE_PORT_RANGE, reports=None):
+                     node_port_range=_cluster.DEFAULT_NODE_PORT_RANGE, reports=None, manifests=None):
     """The services of the whole cluster, the same on every node::
 
         objects | podnet.fabric.cluster_services(groups['k8s_cluster'], '10.96.0.0/12', '30000-32767',
@@ -20,15 +21,17 @@ def cluster_services(objects, hosts=None, service_cidr=_cluster.DEFAULT_SERVICE_
 
     returns ``{"services": [...], "endpoint_slices": [...], "report": {"services": {...}}}``:
     what ``kubeproxy.build_ruleset`` takes, and what each node writes back into its report so that
-    clusterIPs and nodePorts never move (see ``cluster.service_model``)."""
+    clusterIPs and nodePorts never move (see ``cluster.service_model``). ``manifests``: paths of
+    manifest files or directories whose objects come before ``objects``."""
     try:
-        return _cluster.cluster_services(list(objects or []), list(hosts) if hosts is not None else None,
+        return _cluster.cluster_services(_manifests.objects(objects, manifests),
+                                         list(hosts) if hosts is not None else None,
                                          service_cidr, node_port_range, dict(reports or {}))
-    except _cluster.ClusterError as exc:
+    except (_cluster.ClusterError, _manifests.ManifestError) as exc:
         raise AnsibleFilterError("cluster_services: %s" % exc)
 
 
-def service_proxy_node(objects, me, hosts, reports=None, settings=None):
+def service_proxy_node(objects, me, hosts, reports=None, settings=None, manifests=None):
     """What podnet.fabric.service_proxy applies on node ``me``::
 
         objects | podnet.fabric.service_proxy_node(inventory_hostname, groups['nodes'], reports,
@@ -37,11 +40,11 @@ def service_proxy_node(objects, me, hosts, reports=None, settings=None):
     returns ``{"ruleset": ..., "sysctls": {...}, "report": {...}, "counts": {...}}``: kube-proxy's
     ruleset for the node plus its pods' hostPorts (CNI portmap) as one nat_rule ``ruleset``, the
     route_localnet settings they need, and the node's service report (see
-    plugins/module_utils/service_proxy.py)."""
+    plugins/module_utils/service_proxy.py). ``manifests``: as for ``cluster_services``."""
     try:
-        return _service_proxy.node_proxy(list(objects or []), me, list(hosts or []), dict(reports or {}),
-                                         dict(settings or {}))
-    except (_cluster.ClusterError, FabricError) as exc:
+        return _service_proxy.node_proxy(_manifests.objects(objects, manifests), me, list(hosts or []),
+                                         dict(reports or {}), dict(settings or {}))
+    except (_cluster.ClusterError, FabricError, _manifests.ManifestError) as exc:
         raise AnsibleFilterError("service_proxy_node: %s" % exc)
 
 

@@ -18,9 +18,9 @@ changed: an endpoint change rewrites that service's chains and nothing else::
 
     plan = node_proxy(objects, "node1", ["node1", "node2"], reports, {"cluster_cidr": "10.244.0.0/16"})
     plan["ruleset"]     # nat_rule's ruleset parameter
-    plan["sysctls"]     # {"net.ipv4.conf.all.route_localnet": "1", ...}
-    plan["boot_sysctls"]   # the ones a sysctl.d file can set at boot (not those of cni0)
+    plan["sysctls"]     # {"net.ipv4.conf.all.route_localnet": "1", ...}: nat_rule's sysctls
     plan["report"]      # {"services": {...}}: what the node writes back so that addresses never move
+    plan["report_changed"]  # the report differs from the one the node gave (it must be written)
 
 Bad input is a :class:`cluster.ClusterError` (or FabricError from the rule builders), one line
 naming the object.
@@ -63,8 +63,8 @@ def settings_with_defaults(settings):
 
 
 def node_proxy(objects, me, hosts, reports=None, settings=None):
-    """Node ``me``'s plan: ``{"ruleset", "sysctls", "boot_sysctls", "report", "counts"}`` (see the
-    module docstring)."""
+    """Node ``me``'s plan: ``{"ruleset", "sysctls", "report", "report_changed", "counts"}`` (see
+    the module docstring)."""
     settings = settings_with_defaults(settings)
     reports = dict(reports or {})
     cluster = _cluster.parse_objects(objects, hosts)
@@ -83,9 +83,9 @@ def node_proxy(objects, me, hosts, reports=None, settings=None):
     return {
         "ruleset": ruleset_text(chains, ruleset.jumps + hostports.jumps),
         "sysctls": dict(sorted(sysctls.items())),
-        # what /etc/sysctl.d can set at boot: not a setting of an interface that does not exist yet
-        "boot_sysctls": dict(sorted((k, v) for k, v in sysctls.items() if not _interface_setting(k))),
         "report": model["report"],
+        # compared here, not in the role: a Jinja comparison of two large reports costs seconds
+        "report_changed": any((reports.get(me) or {}).get(key) != value for key, value in model["report"].items()),
         "counts": {"services": len(model["services"]), "endpoint_slices": len(model["endpoint_slices"]),
                    "chains": len(chains), "rules": sum(len(c["rules"]) for c in chains),
                    "hostport_pods": len(pods)},
@@ -134,11 +134,6 @@ def wired_hostport_pods(cluster, me, reports, netns_prefix):
         out.append({"id": pod["id"], "netns": _cluster.netns_name(netns_prefix, pod["namespace"], pod["name"]),
                     "ip": ip, "ports": pod["ports"]})
     return out
-
-
-def _interface_setting(key):
-    parts = key.split(".")
-    return len(parts) == 5 and parts[:3] == ["net", "ipv4", "conf"] and parts[3] not in ("all", "default")
 
 
 def ruleset_text(chains, jumps):

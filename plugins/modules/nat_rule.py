@@ -130,6 +130,19 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  sysctls:
+    description:
+      - Kernel settings the rules depend on, in the task's namespace, a mapping of sysctl key to
+        value (for example C(net.ipv4.conf.all.route_localnet) to C(1), which DNAT to 127.0.0.1
+        needs, as kube-proxy and the CNI portmap plugin set it). Use the slash form
+        (C(net/ipv4/conf/eth0.100/route_localnet)) for an interface name with dots.
+      - Only settings that differ are written, before the tables; a failure later puts them back.
+        A key the kernel does not have is an error (in check mode it is predicted as set, since
+        an earlier task may create its interface).
+      - Settings are never reverted when no longer declared or with O(state=absent) (kube-proxy
+        does not either); with O(persist) they are recorded and set again at boot.
+    type: dict
+    default: {}
   iptables_flavour:
     description:
       - Which iptables to use. V(auto) decides like kube-proxy's iptables-wrapper (kubelet's
@@ -289,6 +302,12 @@ jumps_removed:
   type: list
   elements: str
   sample: []
+sysctls_changed:
+  description: Keys of O(sysctls) written (or in check mode to be written).
+  returned: always
+  type: list
+  elements: str
+  sample: [net.ipv4.conf.all.route_localnet]
 restore_lines:
   description: Lines in the iptables-restore transaction (0 when nothing needed changing).
   returned: always
@@ -323,6 +342,8 @@ diff:
 import os
 import shutil
 
+from ansible_collections.podnet.fabric.plugins.module_utils import sysctl
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import Plan
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset import core
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.flavour import Tools
 from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
@@ -345,6 +366,7 @@ ARGUMENT_SPEC = dict(
     table=dict(type="str", choices=TABLES, default="nat"),
     purge=dict(type="bool", default=False),
     state=dict(type="str", choices=["present", "absent"], default="present"),
+    sysctls=dict(type="dict", default={}),
     iptables_flavour=dict(type="str", choices=["auto", "legacy", "nft"], default="auto"),
     wait=dict(type="int", default=5),
 )
@@ -370,8 +392,18 @@ def _which(name):
 def build(ctx):
     missing = ctx.check_mode and ctx.netns_missing()
     params = dict(ctx.params, owner=ctx.owner)
-    return core.build(params, ctx.run, Tools(_which), core.xtables_target_lookup(), warn=ctx.warn, diff=ctx.diff,
-                      check_mode=ctx.check_mode, timing=ctx.timing, netns_missing=missing)
+    settings = Plan()
+    wanted = params.get("sysctls") if params.get("state", "present") == "present" else {}
+    changed = sysctl.plan(settings, wanted, sysctl.Settings(ctx.netns), ctx.check_mode, missing)
+    plan, result = core.build(params, ctx.run, Tools(_which), core.xtables_target_lookup(), warn=ctx.warn,
+                              diff=ctx.diff, check_mode=ctx.check_mode, timing=ctx.timing, netns_missing=missing)
+    if settings.actions:
+        # settings first: the rules that need them are then never live without them
+        plan.actions[:0] = settings.actions
+        plan.before.update(settings.before)
+        plan.after.update(settings.after)
+    result["sysctls_changed"] = changed
+    return plan, result
 
 
 def main():

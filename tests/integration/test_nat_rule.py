@@ -513,3 +513,39 @@ def test_reject_answers_connection_refused(playbook, netns_factory, servers):
                            jumps=[{"chain": "FORWARD", "rule": "-m conntrack --ctstate NEW -j PODNET-SERVICES"}])])
     assert not r.failed, r
     assert connect(client, "10.252.2.2", 8080, 3) == ["ConnectionRefusedError"] * 3
+
+
+# --- sysctls the rules need -------------------------------------------------------------------
+
+def test_sysctls_set_with_the_rules_only_when_they_differ_and_rolled_back_with_them(playbook, netns):
+    key = "net.ipv4.conf.all.route_localnet"
+
+    def read():
+        return sh("sysctl", "-n", key, netns=netns).strip()
+
+    assert read() == "0"
+    task = nat_task(netns, "nft", owner="hp", sysctls={key: 1},
+                    chains=[{"name": "PODNET-HP",
+                             "rules": ["-d 127.0.0.1/32 -p tcp --dport 8080 -j DNAT --to-destination 10.244.1.5:80"]}],
+                    jumps=[{"chain": "OUTPUT", "rule": "-j PODNET-HP"}])
+    r = playbook([task, dict(task, name="again")], check=True, diff=True)
+    assert not r.failed and r[0]["changed"] and r[0]["sysctls_changed"] == [key], r
+    assert r[0]["diff"]["after"]["sysctl %s" % key] == "1" and r[0]["diff"]["before"]["sysctl %s" % key] == "0"
+    assert read() == "0", "check mode wrote the setting"
+    r = playbook([task, dict(task, name="again")])
+    assert not r.failed and r[0]["sysctls_changed"] == [key] and read() == "1", r
+    assert r[0]["actions"][0].startswith("sysctl %s = 1 (was 0)" % key), r[0]["actions"]
+    assert not r[1]["changed"] and r[1]["sysctls_changed"] == [], r[1]
+    # a rule the kernel refuses after the setting: the setting is put back with the tables
+    sh("sysctl", "-q", "-w", "%s=0" % key, netns=netns)
+    bad = nat_task(netns, "nft", owner="hp", sysctls={key: 1},
+                   chains=[{"name": "PODNET-HP", "rules": ["-p tcp -j DNAT --to-destination 10.0.0.1:80"]}])
+    bad["podnet.fabric.nat_rule"]["table"] = "filter"
+    r = playbook([bad])
+    assert r.failed and read() == "0", r
+    # a key this kernel does not have: one line naming it, nothing changed
+    before = save(netns)
+    r = playbook([nat_task(netns, "nft", owner="hp", sysctls={"net.ipv4.conf.nosuch0.route_localnet": 1},
+                           chains=[{"name": "PODNET-HP2", "rules": []}])])
+    assert r.failed and r[0]["msg"].startswith("sysctl net.ipv4.conf.nosuch0.route_localnet: not in this kernel"), r
+    assert save(netns) == before and read() == "0"

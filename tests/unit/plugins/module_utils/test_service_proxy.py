@@ -103,9 +103,6 @@ def test_route_localnet_for_localhost_nodeports_and_hostports():
     # "all" covers cni0 (the kernel ORs them); without localhost NodePorts, portmap's own setting
     assert plan("node2")["sysctls"] == {"net.ipv4.conf.all.route_localnet": "1"}
     assert plan("node2", localhost_nodeports=False)["sysctls"] == {"net.ipv4.conf.cni0.route_localnet": "1"}
-    # cni0 does not exist at boot: its setting does not go to sysctl.d
-    assert plan("node2", localhost_nodeports=False)["boot_sysctls"] == {}
-    assert plan("node2")["boot_sysctls"] == {"net.ipv4.conf.all.route_localnet": "1"}
     assert plan("node1", localhost_nodeports=False)["sysctls"] == {}
     assert plan("node1", nodeport_addresses=["172.31.1.0/24"])["sysctls"] == {}
     assert plan("node1", nodeport_addresses=["127.0.0.0/8"])["sysctls"] == {"net.ipv4.conf.all.route_localnet": "1"}
@@ -127,6 +124,11 @@ def test_the_report_is_the_cluster_models_and_keeps_addresses():
     reports = dict((n, dict(REPORTS[n], **first["report"])) for n in HOSTS)
     again = plan("node1", objs=objects() + [service("aaa", selector={"app": "web"})], reports=reports)
     assert again["report"]["services"]["default/web"]["clusterIP"] == ip
+    # the role writes the report only when it differs from the one the node gave
+    assert first["report_changed"] and again["report_changed"]
+    assert not plan("node1", reports=reports)["report_changed"]
+    reports["node1"]["services"] = {}
+    assert plan("node1", reports=reports)["report_changed"]
 
 
 def test_bad_input_is_one_line_naming_the_object():
@@ -163,3 +165,6 @@ def test_node_reports_merge_the_facts_of_both_roles():
                                 "services": {"default/web": {"clusterIP": "10.96.0.5"}}},
                       "node2": {"podCIDR": "10.244.1.0/24"}}
     assert node_reports(["node1"], hostvars) == {"node1": hostvars["node1"]["ansible_local"]["podnet_fabric"]}
+    # what podnet.fabric.node_report read wins over setup's ansible_local (which may be older)
+    hostvars["node2"]["podnet_fabric_reports"] = {"podnet_fabric": {"podCIDR": "10.244.9.0/24"}}
+    assert node_reports(["node2"], hostvars) == {"node2": {"podCIDR": "10.244.9.0/24"}}
