@@ -27,8 +27,10 @@ Fields honoured (everything else in a manifest is accepted and ignored):
   allocateLoadBalancerNodePorts, publishNotReadyAddresses, status.loadBalancer.ingress).
 - EndpointSlice (discovery.k8s.io/v1): declared slices, for Services without a selector (an
   outside host behind a Service), as Kubernetes allows.
+- IPAddressPool and L2Advertisement (metallb.io/v1beta1): MetalLB's own objects, parsed by
+  ``metallb.py`` (see there); LoadBalancer Services get their address from the pools.
 
-Services get their clusterIP and nodePorts from :func:`allocate_service_addresses` (stable the way
+Services get their clusterIP, nodePorts and LoadBalancer IP from :func:`allocate_service_addresses` (stable the way
 pod CIDRs are: declared values, else what the nodes report they applied) and their endpoints
 from :func:`endpoint_slices` (what the EndpointSlice controller would write);
 :func:`service_model` returns both in the shapes ``kubeproxy.build_ruleset`` takes::
@@ -49,8 +51,11 @@ import re
 
 IP_ADDRS_ANNOTATION = "cni.projectcalico.org/ipAddrs"
 NODE_ADDRESS_ANNOTATION = "projectcalico.org/IPv4Address"
-KINDS = ("Node", "Pod", "Service", "EndpointSlice")
-API_VERSIONS = {"EndpointSlice": "discovery.k8s.io/v1"}    # every other kind is core v1
+KINDS = ("Node", "Pod", "Service", "EndpointSlice", "IPAddressPool", "L2Advertisement")
+# every other kind is core v1
+API_VERSIONS = {"EndpointSlice": "discovery.k8s.io/v1", "IPAddressPool": "metallb.io/v1beta1",
+                "L2Advertisement": "metallb.io/v1beta1"}
+METALLB_KINDS = ("IPAddressPool", "L2Advertisement")
 
 
 class ClusterError(ValueError):
@@ -110,14 +115,17 @@ def _network(value, what, label):
 # --- parsing --------------------------------------------------------------------------------------
 
 class Cluster(object):
-    """Parsed objects: ``nodes`` (inventory order), ``pods``, ``services`` and the declared
-    ``endpoint_slices`` (as declared)."""
+    """Parsed objects: ``nodes`` (inventory order), ``pods``, ``services``, the declared
+    ``endpoint_slices`` (as declared), MetalLB's ``pools`` (IPAddressPools, by name) and
+    ``l2_advertisements`` (as declared); see ``metallb.parse_pool`` / ``parse_l2_advertisement``."""
 
-    def __init__(self, nodes, pods, services, endpoint_slices=None):
+    def __init__(self, nodes, pods, services, endpoint_slices=None, pools=None, l2_advertisements=None):
         self.nodes = nodes
         self.pods = pods
         self.services = services
         self.endpoint_slices = list(endpoint_slices or [])
+        self.pools = list(pools or [])
+        self.l2_advertisements = list(l2_advertisements or [])
 
     def node(self, name):
         for node in self.nodes:
@@ -152,8 +160,9 @@ def _label(kind, metadata, index, namespaced):
 def parse_objects(objects, hosts=None):
     """Validate manifests and return a :class:`Cluster`. ``hosts`` (the inventory's node hosts, in
     order) must be exactly the Node objects' names; nodes keep the inventory's order."""
+    from ansible_collections.podnet.fabric.plugins.module_utils import metallb as _metallb     # it imports this module
     counts = {}
-    nodes, pods, services, slices = [], [], [], []
+    nodes, pods, services, slices, pools, advertisements = [], [], [], [], [], []
     for obj in flatten(objects):
         if not isinstance(obj, dict):
             raise ClusterError("cluster objects: every object must be a mapping, got %r" % (obj,))
@@ -163,7 +172,10 @@ def parse_objects(objects, hosts=None):
                 kind or "object", (obj.get("metadata") or {}).get("name", "without a name"), kind, ", ".join(KINDS)))
         counts[kind] = counts.get(kind, 0) + 1
         metadata = _mapping(obj.get("metadata"), "metadata", kind)
-        label = _label(kind, metadata, counts[kind], kind != "Node")
+        if kind in METALLB_KINDS:
+            label = _metallb.object_label(kind, metadata, counts[kind])
+        else:
+            label = _label(kind, metadata, counts[kind], kind != "Node")
         if not metadata.get("name"):
             raise ClusterError("%s: metadata.name is required" % label)
         api_version = API_VERSIONS.get(kind, "v1")
@@ -175,6 +187,10 @@ def parse_objects(objects, hosts=None):
             pods.append(_parse_pod(obj, metadata, label))
         elif kind == "Service":
             services.append(_parse_service(obj, metadata, label))
+        elif kind == "IPAddressPool":
+            pools.append(_metallb.parse_pool(obj, metadata, label))
+        elif kind == "L2Advertisement":
+            advertisements.append(_metallb.parse_l2_advertisement(obj, metadata, label))
         else:
             slices.append(_parse_endpoint_slice(obj, metadata, label))
     nodes = _order_nodes(nodes, hosts)
@@ -193,7 +209,8 @@ def parse_objects(objects, hosts=None):
             raise ClusterError("Service %s: declared twice" % svc["id"])
         seen.add(svc["id"])
     _check_declared_slices(slices, seen)
-    return Cluster(nodes, pods, services, slices)
+    pools, advertisements = _metallb.check_objects(pools, advertisements)
+    return Cluster(nodes, pods, services, slices, pools, advertisements)
 
 
 def _order_nodes(nodes, hosts):
@@ -1066,7 +1083,7 @@ def parse_node_port_range(text):
 def merge_service_reports(reports):
     """The service addresses the nodes report they applied, agreed over all nodes' reports
     ({node: {"services": {"ns/name": {"clusterIP": ip, "nodePorts": {"name/PROTO": n},
-    "healthCheckNodePort": n}}}}): for each value the one most nodes report, ties to the lowest,
+    "healthCheckNodePort": n, "loadBalancerIP": ip}}}}): for each value the one most nodes report, ties to the lowest,
     so every node (and every ``--limit``) reads the same. Values that cannot be read are no report."""
     votes = {}
 
@@ -1082,12 +1099,13 @@ def merge_service_reports(reports):
         for sid, entry in services.items():
             if not isinstance(entry, dict):
                 continue
-            try:
-                ip = ipaddress.ip_address(str(entry.get("clusterIP")))
-                if ip.version == 4:
-                    vote((sid, "clusterIP", None), ip)
-            except ValueError:
-                pass
+            for field_name in ("clusterIP", "loadBalancerIP"):
+                try:
+                    ip = ipaddress.ip_address(str(entry.get(field_name)))
+                    if ip.version == 4:
+                        vote((sid, field_name, None), ip)
+                except ValueError:
+                    pass
             node_ports = entry.get("nodePorts")
             for key, number in (node_ports.items() if isinstance(node_ports, dict) else ()):
                 if _is_int(number):
@@ -1101,7 +1119,7 @@ def merge_service_reports(reports):
         if field_name == "nodePorts":
             entry.setdefault("nodePorts", {})[key] = value
         else:
-            entry[field_name] = str(value) if field_name == "clusterIP" else value
+            entry[field_name] = str(value) if field_name in ("clusterIP", "loadBalancerIP") else value
     return merged
 
 
@@ -1113,8 +1131,10 @@ def node_port_key(port):
 def allocate_service_addresses(cluster, service_cidr=DEFAULT_SERVICE_CIDR, node_port_range=DEFAULT_NODE_PORT_RANGE,
                                reports=None):
     """{service id: {"clusterIP": ip | "None" | None, "nodePorts": {"name/PROTO": n},
-    "healthCheckNodePort": n | None}} for every Service, the way the API server's allocators
-    give them out but as a pure function, so that a value never changes once given out:
+    "healthCheckNodePort": n | None, "loadBalancerIP": ip | None}} for every Service, the way the
+    API server's allocators (and MetalLB's controller, for type LoadBalancer: see
+    ``metallb.allocate_load_balancer_ips``) give them out but as a pure function, so that a value
+    never changes once given out:
 
     1. declared values (spec.clusterIP, ports[].nodePort, healthCheckNodePort) win; one that is
        outside its range or taken by another declared one is an error naming both services;
@@ -1138,6 +1158,8 @@ def allocate_service_addresses(cluster, service_cidr=DEFAULT_SERVICE_CIDR, node_
                             "nodePorts": {}, "healthCheckNodePort": None}) for svc in services)
     _allocate_cluster_ips(services, net, ips, remembered, out)
     _allocate_node_ports(services, (first_port, last_port), ports, remembered, out)
+    from ansible_collections.podnet.fabric.plugins.module_utils import metallb as _metallb     # it imports this module
+    _metallb.allocate_load_balancer_ips(cluster, remembered, out)
     return out
 
 
@@ -1428,7 +1450,9 @@ def endpoint_slices(cluster, reports=None):
 
 def service_object(svc, addresses):
     """A parsed Service as the v1 object the API server would store: defaults filled and the
-    allocated clusterIP / nodePorts / healthCheckNodePort in place."""
+    allocated clusterIP / nodePorts / healthCheckNodePort in place, and the allocated
+    LoadBalancer IP in status.loadBalancer.ingress (as MetalLB writes it), so kube-proxy's
+    LoadBalancer rules exist for it."""
     spec = {"type": svc["type"]}
     if svc["type"] == "ExternalName":
         spec["externalName"] = svc["externalName"]
@@ -1464,7 +1488,11 @@ def service_object(svc, addresses):
     for key in ("labels", "annotations"):     # kept for other readers (DNS reads tolerate-unready)
         if svc[key]:
             metadata[key] = dict(svc[key])
-    load_balancer = {"ingress": copy.deepcopy(svc["loadBalancerIngress"])} if svc["loadBalancerIngress"] else {}
+    ingress = svc["loadBalancerIngress"]
+    lb_ip = addresses.get("loadBalancerIP")
+    if lb_ip is not None and not any(entry.get("ip") == lb_ip for entry in ingress):
+        ingress = [{"ip": lb_ip, "ipMode": "VIP"}]     # given out here, or requested over an older status
+    load_balancer = {"ingress": copy.deepcopy(ingress)} if ingress else {}
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec,
             "status": {"loadBalancer": load_balancer}}
 
@@ -1472,7 +1500,8 @@ def service_object(svc, addresses):
 def service_report(allocation):
     """What a node writes back after applying the services (its local facts' ``services``), so
     that the next run, on any node, keeps every value: {"services": {id: {"clusterIP": ip,
-    "nodePorts": {"name/PROTO": n}, "healthCheckNodePort": n}}} (empty fields left out)."""
+    "nodePorts": {"name/PROTO": n}, "healthCheckNodePort": n, "loadBalancerIP": ip}}} (empty
+    fields left out)."""
     services = {}
     for sid in sorted(allocation):
         addresses = allocation[sid]
@@ -1483,6 +1512,8 @@ def service_report(allocation):
             entry["nodePorts"] = dict(addresses["nodePorts"])
         if addresses["healthCheckNodePort"] is not None:
             entry["healthCheckNodePort"] = addresses["healthCheckNodePort"]
+        if addresses.get("loadBalancerIP") is not None:
+            entry["loadBalancerIP"] = addresses["loadBalancerIP"]
         if entry:
             services[sid] = entry
     return {"services": services}
@@ -1491,7 +1522,7 @@ def service_report(allocation):
 def service_model(cluster, service_cidr=DEFAULT_SERVICE_CIDR, node_port_range=DEFAULT_NODE_PORT_RANGE, reports=None):
     """The services of the whole cluster, the same on every node::
 
-        {"services": [v1 Service, ...],               # clusterIP / nodePorts filled, id order
+        {"services": [v1 Service, ...],               # clusterIP / nodePorts / LB ingress filled, id order
          "endpoint_slices": [discovery.k8s.io/v1 EndpointSlice, ...],
          "report": {"services": {...}}}               # what each node writes back (service_report)
 
