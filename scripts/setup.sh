@@ -20,8 +20,9 @@ if ((${#missing[@]})); then
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# bird2's package enables and starts bird.service; here BIRD runs only inside the tests' own namespaces.
-systemctl disable --now bird.service >/dev/null 2>&1 || true
+# bird2's and keepalived's packages enable and start their services; here both run only inside
+# the tests' own namespaces.
+systemctl disable --now bird.service keepalived.service >/dev/null 2>&1 || true
 
 # --- controller venv ----------------------------------------------------------------------------
 # Python 3.11 is the newest the pinned ansible-core supports; prefer the one on PATH (pyenv on

@@ -8,7 +8,7 @@ name: restorer_bundle
 short_description: The node restorer podnet-restore as one Python zip application (base64)
 description:
   - Packs this collection's own C(plugins/module_utils) and the modules a node replays
-    (netns, bridge, veth, pods, ipam, vxlan, route, nat_rule) into a zip application whose entry
+    (netns, bridge, veth, pods, ipam, vxlan, route, nat_rule, vip_arp) into a zip application whose entry
     point is C(podnet-restore), and returns it base64-encoded for M(podnet.fabric.node_restore).
   - The zip is byte-for-byte the same for the same collection tree (fixed timestamps, sorted
     members), so installing it again changes nothing. It carries the collection version.

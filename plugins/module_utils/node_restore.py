@@ -65,8 +65,15 @@ def notify(text):
         sock.close()
 
 
-def _build_of(module):
-    return importlib.import_module(MODULES_PACKAGE + module).build
+def _module_of(module):
+    return importlib.import_module(MODULES_PACKAGE + module)
+
+
+def replay_params(module, params):
+    """The parameters a record is replayed with: as recorded, unless the module says otherwise
+    with its own ``replay_params`` (vip_arp: no ARP probe at boot, see there)."""
+    adjust = getattr(_module_of(module), "replay_params", None)
+    return adjust(dict(params)) if adjust else dict(params)
 
 
 def _short(actions, limit=3):
@@ -89,7 +96,7 @@ def apply(docs, netns=ANY_LINK, check_mode=False, quiet=False):
         if netns != ANY_LINK and (params.get("netns") or None) != netns:
             continue
         label = "%s/%s%s" % (owner, module, " in netns %s" % params["netns"] if params.get("netns") else "")
-        result = runner.execute(dict(params), _build_of(module), check_mode=check_mode)
+        result = runner.execute(replay_params(module, params), _module_of(module).build, check_mode=check_mode)
         seconds = result.get("timing", {}).get("total", 0)
         if result.get("failed"):
             failed.append(label)
@@ -122,6 +129,11 @@ def dependencies(docs):
                 names.update(d for d in devs if d)
         elif module == "bridge":
             names.update(b["name"] for b in params.get("bridges") or [] if b.get("name"))
+        elif module == "vip_arp":
+            # an interface that comes up (Wi-Fi connecting at boot) gets its VIPs and sysctls
+            names.update(v["interface"] for v in params.get("vips") or [] if v.get("interface"))
+            if params.get("state", "present") == "present":
+                names.update(params.get("interfaces") or [])
     return deps
 
 

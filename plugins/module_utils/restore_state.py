@@ -35,8 +35,9 @@ FORMAT = 1
 DEFAULT_DIR = "/var/lib/podnet-fabric/restore"
 # Tests point modules and the restorer elsewhere with this variable.
 DIR_ENV = "PODNET_FABRIC_RESTORE_DIR"
-# The order a node restores in: links before what runs over them, rules last.
-LAYERS = ("netns", "bridge", "veth", "pods", "ipam", "vxlan", "route", "nat_rule")
+# The order a node restores in: links before what runs over them, rules, then the VIPs that
+# announce the node on its segment (once what answers behind them is back).
+LAYERS = ("netns", "bridge", "veth", "pods", "ipam", "vxlan", "route", "nat_rule", "vip_arp")
 
 
 class StateError(FabricError):

@@ -21,6 +21,8 @@ Around the address:
 - on a wireless interface (``/sys/class/net/<if>/wireless`` or ``phy80211`` in the namespace's
   own sysfs), promiscuous mode: Wi-Fi drivers drop ARP for an address the NIC does not know
   (metallb #284, raspberrypi/linux#2677);
+- both also on the ``interfaces`` named without a VIP (prepared for VIPs another program, such
+  as keepalived's VRRP, adds and removes on failover);
 - before taking a VIP it does not hold yet, an RFC 5227 ARP probe (sender 0.0.0.0): any answer
   from another MAC is an error and nothing changes;
 - after adding, gratuitous ARP like MetalLB (request and reply, sender = target = VIP) at once,
@@ -165,6 +167,17 @@ def normalize(vips, pools=None, state="present"):
             raise FabricError("vip %s: outside every declared pool (%s)" % (address, ", ".join(p[3] for p in parsed) or "none"))
         seen[address] = ifname
         out.append({"address": address, "interface": ifname})
+    return out
+
+
+def normalize_interfaces(interfaces):
+    """The ``interfaces`` to prepare without a VIP -> [names], validated (one line naming the first bad one)."""
+    out = []
+    for ifname in interfaces or []:
+        core.check_ifname(ifname)
+        if ifname in out:
+            raise FabricError("interface %s: listed twice in interfaces" % ifname)
+        out.append(ifname)
     return out
 
 
@@ -456,6 +469,11 @@ class Kernel(object):
             args = ["%d,%s,%s" % (socks[ifname].fileno(), vip, "+".join(f.hex() for f in garp_frames(mac, vip)))
                     for vip, ifname, mac in jobs]
             fds = [s.fileno() for s in socks.values()] + ([nsfd] if nsfd >= 0 else [])
+            # Detached for any caller, Ansible's module process and the node's long-running
+            # restorer (node_restore) alike: its own session, /dev/null for stdin/stdout/stderr and
+            # no other inherited descriptor, so it holds neither Ansible's pipes nor the
+            # restorer's journal stream; it ends by itself (at most 60 bursts 60 s apart). The
+            # restorer's subprocess module reaps it at its next Popen, init once the caller exited.
             child = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 [sys.executable, "-c", REPEATER, str(nsfd), str(repeats), repr(float(interval))] + args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -469,10 +487,11 @@ class Kernel(object):
 # --- plan ------------------------------------------------------------------------------------------
 
 def check_interface(vip, ifname, lnk):
-    """Can the kernel answer ARP for ``vip`` on this link? One line naming both when not."""
-    what = "vip %s on %s" % (vip, ifname)
+    """Can the kernel answer ARP for ``vip`` (None: an interface prepared without a VIP) on this
+    link? One line naming both when not."""
+    what = "vip %s on %s" % (vip, ifname) if vip is not None else "interface %s" % ifname
     if lnk is None:
-        raise FabricError("%s: interface %s does not exist" % (what, ifname))
+        raise FabricError("%s: interface %s does not exist" % (what, ifname) if vip is not None else "%s: does not exist" % what)
     if lnk["flags"] & IFF_LOOPBACK:
         raise FabricError("%s: a loopback interface answers no ARP; name the interface facing the segment" % what)
     if lnk["flags"] & IFF_NOARP or not lnk.get("mac") or lnk["mac"] == "00:00:00:00:00:00":
@@ -489,8 +508,11 @@ def public(vip, ifname, label, state):
 
 def plan(kern, vips, owner, state="present", purge=False, garp=True, garp_count=DEFAULT_GARP_COUNT,
          garp_interval=DEFAULT_GARP_INTERVAL, force_garp=False, probe=True, probe_timeout=DEFAULT_PROBE_TIMEOUT,
-         check_mode=False, timing=None):
+         check_mode=False, timing=None, interfaces=()):
     """The vip_arp plan for ``vips`` (normalized) of ``owner`` in ``kern``'s namespace.
+
+    ``interfaces`` (normalized, ignored with state absent): interfaces to prepare like those that
+    carry VIPs (sysctls, promisc on Wi-Fi, the same checks) without a VIP of this run on them.
 
     Returns (plan, report): ``report`` has per VIP and per interface what is (would be) done; the
     'garp' entry is filled in when the announcement runs. Validation and the ARP probe run here,
@@ -542,6 +564,15 @@ def plan(kern, vips, owner, state="present", purge=False, garp=True, garp_count=
             kept.append((vip, ifname, on_if[0]["label"], lnk))
         else:
             to_add.append((vip, ifname, label_for(ifname, owner), lnk))
+    prepared = []
+    if state == "present":
+        for ifname in interfaces:
+            lnk = links.get(ifname)
+            if lnk is None and check_mode:
+                prepared.append(ifname)     # check mode: an earlier task would create it
+                continue
+            check_interface(None, ifname, lnk)
+            prepared.append(ifname)
     if purge:
         for a in addrs:
             if tag_of_label(a["label"]) == tag and a["address"] not in declared:
@@ -559,8 +590,9 @@ def plan(kern, vips, owner, state="present", purge=False, garp=True, garp_count=
             raise FabricError("vip %s on %s: already answered on the segment by %s (ARP probe); not taking it (nothing was changed)"
                               % (vip, ifname, answered[vip]))
 
-    # Interfaces that carry the owner's VIPs after this run: sysctls, and promisc on Wi-Fi.
-    present_ifs = sorted(set(i for _v, i, _l, _k in to_add + kept))
+    # Interfaces that carry the owner's VIPs after this run, and those prepared without one:
+    # sysctls, and promisc on Wi-Fi.
+    present_ifs = sorted(set(i for _v, i, _l, _k in to_add + kept) | set(prepared))
     wireless = kern.wireless([i for i in present_ifs if not links.get(i, {}).get("assumed") and i in links])
     for ifname in present_ifs:
         lnk = links.get(ifname)

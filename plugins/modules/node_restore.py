@@ -13,9 +13,9 @@ description:
     (from P(podnet.fabric.restorer_bundle#lookup)), and the systemd unit C(podnet-restore.service)
     that runs it, stamped with the collection version; enables and starts it.
   - At boot the restorer replays the state that the modules run with O(podnet.fabric.pods#module:persist)
-    (and the same option of netns, bridge, veth, ipam, vxlan, route, nat_rule) recorded in
+    (and the same option of netns, bridge, veth, ipam, vxlan, route, nat_rule, vip_arp) recorded in
     C(/var/lib/podnet-fabric/restore/OWNER.json), through the same module code, layer by layer
-    (links, then routes, then iptables), and tells systemd it is ready; units ordered
+    (links, then routes, then iptables, then layer-2 VIPs), and tells systemd it is ready; units ordered
     C(After=podnet-restore.service) (the pod workloads) start after that. It then waits for
     netlink link and address events and re-applies when a link the state goes through comes back
     up or gets an address. It invents nothing; what the last converge declared is restored.

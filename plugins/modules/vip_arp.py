@@ -31,6 +31,10 @@ description:
     (never use a VIP as the source of the node's own ARP requests), written through C(/proc/sys)
     inside the task's namespace and only when different; the kernel uses the larger of the
     interface's and C(all)'s value.
+  - B(Interfaces without a VIP.) The interfaces of I(interfaces) get the same sysctls, promiscuous
+    mode on Wi-Fi and checks as those that carry VIPs, without a VIP of this task on them - for
+    VIPs another program adds and removes itself, such as keepalived (VRRP) on failover, so that
+    a candidate node never answers for a VIP it does not hold. I(vips) may then be empty.
   - B(Wi-Fi.) On a wireless interface (the kernel says which - C(/sys/class/net/<if>/wireless)
     or C(phy80211) exists, read from the namespace's own sysfs) it turns promiscuous mode on,
     because Wi-Fi drivers drop ARP requests for an address the NIC was not told about (the
@@ -49,7 +53,7 @@ description:
     background process, which skips a VIP as soon as it is no longer an address of the namespace.
     A run that adds nothing sends nothing unless I(force_garp).
   - Input is checked before anything changes - a malformed VIP, a VIP outside every pool of
-    I(pools), an interface that does not exist, is down, has no ARP or is a bridge port, a VIP
+    I(pools), an interface (of a VIP or of I(interfaces)) that does not exist, is down, has no ARP or is a bridge port, a VIP
     answered by another MAC; the task fails with one line naming the VIP and the reason.
 author:
   - podnet.fabric developers (@podnet)
@@ -57,24 +61,34 @@ extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
   - podnet.fabric.attributes.OWNER
+  - podnet.fabric.attributes.PERSIST
 requirements:
   - pyroute2 >= 0.7.2 on the target (Debian package python3-pyroute2)
   - root on the target (netlink changes, AF_PACKET sockets, C(/proc/sys))
 notes:
   - In check mode nothing is sent except the ARP probe (a question, which changes no host), no
     gratuitous ARP, no address, sysctl or flag is written. An interface that does not exist yet
-    in check mode (an earlier task would create it) is assumed to be there and is not probed.
+    in check mode (an earlier task would create it) is assumed to be there and is not probed; so is
+    one of I(interfaces).
   - Promiscuous mode and the sysctls stay when VIPs are removed; the interface may carry other
     VIPs, and the sysctls are what a node without the VIP should have.
-  - Not recorded for the node's restorer (no I(persist) yet); after a reboot run the play again.
+  - With I(persist=true) the node's restorer (M(podnet.fabric.node_restore)) replays the task at
+    boot and when an interface of it comes back up - it adds the VIPs again, sets the sysctls and
+    promiscuous mode and sends the gratuitous ARP, but never probes. The VIPs are the ones the
+    last converge gave this node (and probed); an answer at boot is typically a stale cache, and
+    a failed probe would leave the node without them until the next converge. The record keeps
+    I(probe) as the task declared it. A VIP moved to another node while this one was down comes
+    back here at boot until a converge withdraws it (I(state=absent) or I(purge), persisted).
   - IPv4 only; IPv6 VIPs need NDP, not ARP.
 options:
   vips:
     description:
       - The VIPs to manage, many per task. Each is announced on one interface.
+      - May be empty (the default) - then only I(interfaces) are prepared, and with I(purge) every
+        VIP of the owner is withdrawn.
     type: list
     elements: dict
-    required: true
+    default: []
     suboptions:
       address:
         description: The VIP, an IPv4 address (C(192.0.2.10) or C(192.0.2.10/32)).
@@ -88,10 +102,22 @@ options:
             interface it is on.
         type: str
         required: true
+  interfaces:
+    description:
+      - Interfaces to prepare without a VIP of this task on them - C(arp_ignore=1),
+        C(arp_announce=2) and promiscuous mode on Wi-Fi, exactly as for an interface that carries
+        a VIP, with the same checks (it exists, is up, does ARP, is not a bridge port).
+      - For VIPs another program adds and removes, for example keepalived (VRRP) on failover - the
+        candidate nodes' interfaces are prepared so that a node never answers for a VIP it does not
+        hold.
+      - Ignored with I(state=absent) (the sysctls and promiscuous mode stay, see the notes).
+    type: list
+    elements: str
+    default: []
   state:
     description:
-      - C(present) makes every VIP of I(vips) an address of its interface, announced;
-        C(absent) withdraws them (the owner's only).
+      - C(present) makes every VIP of I(vips) an address of its interface, announced, and prepares
+        I(interfaces); C(absent) withdraws the VIPs (the owner's only).
     type: str
     choices: [present, absent]
     default: present
@@ -165,6 +191,12 @@ EXAMPLES = r"""
         interface: eth0
     force_garp: true
 
+- name: Prepare the VRRP candidates' interface for keepalived, which moves the VIP itself
+  podnet.fabric.vip_arp:
+    owner: keepalived
+    interfaces: [eth0]
+    persist: true   # the node's restorer sets the sysctls again at boot
+
 - name: Withdraw a VIP
   podnet.fabric.vip_arp:
     owner: loadbalancer
@@ -192,7 +224,7 @@ vips:
       garp: true
 interfaces:
   description:
-    - Per interface that carries VIPs - C(wireless), C(promisc) (after the run),
+    - Per interface that carries VIPs or is one of I(interfaces) - C(wireless), C(promisc) (after the run),
       C(promisc_set) (turned on by this run), C(arp_ignore), C(arp_announce) and
       C(sysctls_set) (the sysctls this run writes).
   returned: always
@@ -240,10 +272,11 @@ from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricEr
 from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
 
 ARGUMENT_SPEC = dict(
-    vips=dict(type="list", elements="dict", required=True, options=dict(
+    vips=dict(type="list", elements="dict", default=[], options=dict(
         address=dict(type="str", required=True),
         interface=dict(type="str", required=True),
     )),
+    interfaces=dict(type="list", elements="str", default=[]),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     purge=dict(type="bool", default=False),
     pools=dict(type="list", elements="str"),
@@ -269,18 +302,38 @@ def build(ctx):
     params = ctx.params
     check_ranges(params)
     wanted = vip_arp.normalize(params["vips"], params["pools"], params["state"])
+    prepare = vip_arp.normalize_interfaces(params["interfaces"]) if params["state"] == "present" else []
     kern = vip_arp.Kernel(ctx.netlink(), ctx.netns)
     plan, report = vip_arp.plan(kern, wanted, ctx.owner, state=params["state"], purge=params["purge"],
                                 garp=params["garp"], garp_count=params["garp_count"],
                                 garp_interval=params["garp_interval"], force_garp=params["force_garp"],
                                 probe=params["probe"], probe_timeout=params["probe_timeout"],
-                                check_mode=ctx.check_mode, timing=ctx.timing)
+                                check_mode=ctx.check_mode, timing=ctx.timing, interfaces=prepare)
     report["owner_tag"] = vip_arp.owner_tag(ctx.owner)
     return plan, report
 
 
+def replay_params(params):
+    """The parameters the node's restorer (node_restore.apply) runs a record with: as recorded,
+    but without the ARP probe.
+
+    The restorer puts back what the last converge gave this node, and that converge probed the
+    VIPs. Replays only add VIPs the kernel lost (a reboot, a deleted address); an answer then is
+    typically stale - a switch's or access point's ARP cache or proxy, a peer still repeating the
+    VIP's last gratuitous ARP - and a failed probe would leave the node without its VIPs until the
+    controller runs again (the restorer retries, but a probe that keeps seeing an answer keeps
+    failing). The price: had the controller moved a VIP to another node while this one was down,
+    this node takes it back at boot until a converge withdraws it here - Ansible stays the
+    arbiter, as for every restored module. The record keeps ``probe`` as declared (the converge's
+    --diff and idempotence stay exact); only the replay skips it. Everything else - the VIPs, the
+    sysctls, promisc, the gratuitous ARP and its detached repeater (which holds none of the
+    restorer's descriptors) - is replayed as recorded.
+    """
+    return dict(params, probe=False)
+
+
 def main():
-    run_module(ARGUMENT_SPEC, build)
+    run_module(ARGUMENT_SPEC, build, persist_as="vip_arp")
 
 
 if __name__ == "__main__":

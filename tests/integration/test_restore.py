@@ -293,3 +293,47 @@ def test_link_up_puts_the_routes_back_and_traffic_flows(playbook, netns_factory,
     finally:
         service.terminate()
         service.communicate(timeout=10)
+
+
+def test_vip_arp_is_replayed_without_the_probe_and_announces_the_vip_again(
+        playbook, netns_factory, restorer, state_dir, target_python):
+    """vip_arp with persist: the record is the task's parameters (probe as declared); the
+    restorer re-adds a lost VIP, sets the sysctls again and sends the gratuitous ARP, and does not
+    probe - the peer answering for one of the VIPs at boot does not stop it."""
+    node, peer = netns_factory(), netns_factory()
+    boot(node, peer)
+    owner, held, announced = "itest-vip", "192.0.2.50", "192.0.2.51"
+    sh("sysctl", "-q", "-w", "net.ipv4.conf.down0.arp_accept=1", netns=peer)
+    run = playbook([{"podnet.fabric.vip_arp": {
+        "netns": node, "owner": owner, "persist": True, "garp_count": 2, "garp_interval": 0.1,
+        "vips": [{"address": a, "interface": "uplink"} for a in (held, announced)]},
+        "environment": {"PODNET_FABRIC_RESTORE_DIR": str(state_dir)}}])
+    assert not run.failed and run.changed, run
+    assert run[0]["actions"][-1].startswith("record vip_arp for restore at boot and link up (owner %s, " % owner), run
+    params = json.loads((state_dir / (owner + ".json")).read_text())["modules"]["vip_arp"]["params"]
+    assert params["probe"] is True and params["vips"] == [{"address": a, "interface": "uplink"} for a in (held, announced)]
+    assert "persist" not in params and params["netns"] == node
+
+    def vips():
+        info = ip_json("addr", "show", "dev", "uplink", netns=node)[0]["addr_info"]
+        return sorted((a["local"], a.get("label")) for a in info if a["prefixlen"] == 32)
+    converged = vips()
+    label = "uplink:" + run[0]["owner_tag"]
+    assert converged == [(held, label), (announced, label)]
+    # the kernel loses the VIPs and the sysctls; the peer now answers for one VIP itself, and
+    # forgets what the converge's gratuitous ARP taught it
+    for vip in (held, announced):
+        sh("ip", "-n", node, "addr", "del", vip + "/32", "dev", "uplink")
+    sh("sysctl", "-q", "-w", "net.ipv4.conf.uplink.arp_ignore=0", "net.ipv4.conf.uplink.arp_announce=0", netns=node)
+    sh("ip", "-n", peer, "addr", "add", held + "/32", "dev", "down0")
+    sh("ip", "-n", peer, "neigh", "flush", "dev", "down0")
+
+    done = restore(target_python, restorer, state_dir)
+    assert done.returncode == 0, done
+    assert "%s/vip_arp in netns %s: restored, 5 actions" % (owner, node) in done.stdout, done.stdout
+    assert vips() == converged
+    assert [sh("sysctl", "-n", "net.ipv4.conf.uplink." + k, netns=node).strip() for k in ("arp_ignore", "arp_announce")] == ["1", "2"]
+    # the first burst was sent before the restorer went on: the peer learnt the VIP from it alone
+    learnt = dict((n["dst"], n.get("lladdr")) for n in ip_json("neigh", "show", "dev", "down0", netns=peer))
+    assert learnt.get(announced) == "02:00:00:00:00:01", learnt
+    assert restore(target_python, restorer, state_dir).stdout.count("as declared") == 1

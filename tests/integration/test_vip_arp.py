@@ -63,8 +63,8 @@ def vips_on(node):
     return dict((a["local"], a.get("label")) for a in info if a["family"] == "inet" and a["prefixlen"] == 32)
 
 
-def sysctls(node):
-    return [sh("sysctl", "-n", "net.ipv4.conf.va.%s" % key, netns=node).strip() for key in ("arp_ignore", "arp_announce")]
+def sysctls(node, ifname="va"):
+    return [sh("sysctl", "-n", "net.ipv4.conf.%s.%s" % (ifname, key), netns=node).strip() for key in ("arp_ignore", "arp_announce")]
 
 
 def state(node, peer):
@@ -110,17 +110,26 @@ def arp(hexframe):
 def test_vip_lifecycle_garp_probe_purge(playbook, netns_factory):
     node, peer = netns_factory("pnt-vn-"), netns_factory("pnt-vp-")
     node_mac, peer_mac = segment(node, peer)
+    # vc: an interface prepared without a VIP (interfaces, for keepalived's VIPs)
+    sh("ip", "-n", node, "link", "add", "vc", "type", "veth", "peer", "name", "vd")
+    for name in ("vc", "vd"):
+        sh("ip", "-n", node, "link", "set", name, "up")
     wanted = ["10.44.0.10", "10.44.0.11"]
     start = state(node, peer)
 
     # 1. check mode with --diff: plans the VIPs and the sysctls, changes nothing, sends no GARP
-    r = playbook([task(node, wanted)], check=True, diff=True)
+    # (and interfaces prepared without a VIP; one that an earlier task would create is assumed)
+    r = playbook([task(node, wanted, interfaces=["vc", "nope1"])], check=True, diff=True)
     assert not r.failed and r.changed, r
     res = r.last
+    assert sorted(res["interfaces"]) == ["nope1", "va", "vc"] and res["actions"][:2] == [
+        "set net.ipv4.conf.nope1.arp_ignore = 1 (was unset)", "set net.ipv4.conf.nope1.arp_announce = 2 (was unset)"], r
+    assert res["diff"]["after"]["interface vc"] == {"arp_ignore": 1, "arp_announce": 2} and res["diff"]["before"]["interface vc"] == {
+        "arp_ignore": 0, "arp_announce": 0}, r
     assert [e["action"] for e in res["vips"]] == ["added", "added"] and res["garp"]["frames_sent"] == 0, r
     assert res["diff"]["before"]["vip 10.44.0.10"] is None and res["diff"]["after"]["vip 10.44.0.10"]["state"] == "present", r
     assert res["diff"]["after"]["interface va"] == {"arp_ignore": 1, "arp_announce": 2}, r
-    assert state(node, peer) == start, "check mode changed the system"
+    assert state(node, peer) == start and sysctls(node, "vc") == ["0", "0"], "check mode changed the system"
     assert not [n for n in ip_json("neigh", "show", "dev", "vb", netns=peer) if n["dst"] == "10.44.0.10"]
 
     # 2. the real run (and another owner's VIP), with the peer capturing the wire
@@ -165,9 +174,10 @@ def test_vip_lifecycle_garp_probe_purge(playbook, netns_factory):
         dict(task(node, ["10.44.1.5"]), ignore_errors=True),
         dict(task(node, [], vips=[{"address": "10.44.0.13", "interface": "nope0"}]), ignore_errors=True),
         task(node, ["10.44.0.10"], purge=True),
-        task(node, ["10.44.0.10"], state="absent"),
+        task(node, ["10.44.0.10"], state="absent", interfaces=["nope1"]),   # absent: interfaces ignored
+        task(node, [], interfaces=["vc"]),
     ])
-    again, conflict, pool, missing, purge, absent = r.results
+    again, conflict, pool, missing, purge, absent, prepared = r.results
     assert not again.get("failed") and not again["changed"] and again["actions"] == [] and again["garp"] == {}, r
     assert "probe" not in again["timing"] and [e["action"] for e in again["vips"]] == ["kept", "kept"], r
     assert conflict["msg"] == ("vip %s on va: already answered on the segment by %s (ARP probe); not taking it (nothing was changed)"
@@ -182,6 +192,11 @@ def test_vip_lifecycle_garp_probe_purge(playbook, netns_factory):
     assert any(a["local"] == "10.44.0.1" for a in ip_json("addr", "show", "dev", "va", netns=node)[0]["addr_info"])
     assert sysctls(node) == ["1", "2"] and "PROMISC" not in ip_json("link", "show", "va", netns=node)[0]["flags"]
     assert arping_macs(peer, "10.44.0.10") == [] and arping_macs(peer, "10.44.0.70") == [node_mac]
+    # no VIPs, only interfaces (keepalived's case): the sysctls, no VIP, no probe, no GARP
+    assert not prepared.get("failed") and prepared["actions"] == [
+        "set net.ipv4.conf.vc.arp_ignore = 1 (was 0)", "set net.ipv4.conf.vc.arp_announce = 2 (was 0)"], r
+    assert prepared["vips"] == [] and prepared["garp"] == {} and list(prepared["interfaces"]) == ["vc"] and "probe" not in prepared["timing"], r
+    assert sysctls(node, "vc") == ["1", "2"] and vips_on(node) == {"10.44.0.70": "va:" + theirs["owner_tag"], USER_ALIAS: "va:1"}
 
 
 def test_netns_view_of_wireless_interfaces(netns_factory):

@@ -90,10 +90,33 @@ def test_entries_come_layer_by_layer_whatever_the_owner(tmp_path, state_dir):
     _record(tmp_path, "alpha", "nat_rule", {})
     _record(tmp_path, "alpha", "route", {"routes": [{"dest": "10.2.0.0/16", "gateway": "192.0.2.1"}]})
     _record(tmp_path, "zeta", "vxlan", {"vxlans": [{"name": "flannel.1", "dev": "eth0"}]})
+    _record(tmp_path, "alpha", "vip_arp", {"netns": "n1", "vips": [{"address": "192.0.2.10", "interface": "eth1"}],
+                                           "interfaces": ["wlan0"], "state": "present"})
     docs = restore_state.load_all()
     assert [(m, o) for m, o, _p in restore_state.entries(docs)] == [
-        ("pods", "zeta"), ("vxlan", "zeta"), ("route", "alpha"), ("nat_rule", "alpha")]
-    assert node_restore.dependencies(docs) == {None: {"cni0", "flannel.1", "eth0", node_restore.ANY_LINK}}
+        ("pods", "zeta"), ("vxlan", "zeta"), ("route", "alpha"), ("nat_rule", "alpha"), ("vip_arp", "alpha")]
+    assert node_restore.dependencies(docs) == {None: {"cni0", "flannel.1", "eth0", node_restore.ANY_LINK},
+                                               "n1": {"eth1", "wlan0"}}
+
+
+def test_layers_end_with_the_vips_after_the_rules():
+    assert restore_state.LAYERS == ("netns", "bridge", "veth", "pods", "ipam", "vxlan", "route", "nat_rule", "vip_arp")
+
+
+def test_the_restorer_replays_vip_arp_without_the_probe_and_the_others_as_recorded(tmp_path, state_dir, monkeypatch):
+    vip = {"vips": [{"address": "192.0.2.10", "interface": "eth0"}], "interfaces": [], "probe": True, "state": "present"}
+    _record(tmp_path, "lb", "vip_arp", vip)
+    _record(tmp_path, "lb", "route", {"routes": [], "probe": True})
+    seen = []
+
+    def execute_(params, build, check_mode=False):
+        seen.append((build.__module__.rsplit(".", 1)[1], params))
+        return {"changed": False, "actions": [], "timing": {"total": 0.0}}
+    monkeypatch.setattr(node_restore.runner, "execute", execute_)
+    assert node_restore.apply(restore_state.load_all(), quiet=True) == ([], [])
+    assert [(m, p["probe"]) for m, p in seen] == [("route", True), ("vip_arp", False)]
+    # the record itself keeps what the task declared
+    assert restore_state.load_all()[0]["modules"]["vip_arp"]["params"]["probe"] is True
 
 
 @pytest.mark.parametrize("damage,reason", [

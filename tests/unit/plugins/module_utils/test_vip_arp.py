@@ -357,3 +357,79 @@ def test_kernel_reads_wireless_and_sysctls_from_the_namespaces_files(tmp_path):
     assert (conf / "arp_ignore").read_text() == "1\n"
     # a namespace that does not exist yet (check mode) has nothing
     assert v.Kernel(None, "pnt-none").wireless(["wlan0"]) == set() and v.Kernel(None, "pnt-none").links() == {}
+
+
+# --- interfaces prepared without a VIP (keepalived moves the VIPs itself) ------------------------
+
+def _two_links(**eth1):
+    return {"eth0": {"index": 2, "mac": MAC, "flags": 0x1003, "master": None, "kind": "device"},
+            "wlan0": dict({"index": 3, "mac": "02:00:00:00:00:02", "flags": 0x1003, "master": None, "kind": "device"}, **eth1)}
+
+
+def test_interfaces_without_vips_get_the_sysctls_and_promisc_and_nothing_else():
+    kern = FakeKernel(links=_two_links(), wireless=["wlan0"], sysctls={("eth0", "arp_ignore"): 1, ("eth0", "arp_announce"): 2})
+    plan, report = apply(kern, [], interfaces=["eth0", "wlan0"])
+    assert sorted(kern.log) == [("promisc", "wlan0", True), ("sysctl", "wlan0", "arp_announce", 2), ("sysctl", "wlan0", "arp_ignore", 1)]
+    assert plan.descriptions == ["set net.ipv4.conf.wlan0.arp_ignore = 1 (was 0)", "set net.ipv4.conf.wlan0.arp_announce = 2 (was 0)",
+                                 "set wlan0 promisc on (wireless: ARP for a VIP goes unanswered otherwise)"]
+    assert report["vips"] == [] and report["garp"] == {}
+    assert report["interfaces"]["eth0"] == {"wireless": False, "promisc": False, "promisc_set": False,
+                                            "arp_ignore": 1, "arp_announce": 2, "sysctls_set": []}
+    assert report["interfaces"]["wlan0"]["promisc_set"] and report["interfaces"]["wlan0"]["sysctls_set"] == ["arp_ignore", "arp_announce"]
+    assert plan.after["interface wlan0"] == {"arp_ignore": 1, "arp_announce": 2, "promisc": True}
+    again = v.plan(kern, [], "lb", interfaces=["eth0", "wlan0"])[0]
+    assert not again.changed
+
+
+def test_an_interface_with_a_vip_and_in_interfaces_is_prepared_once():
+    kern = FakeKernel()
+    plan, report = apply(kern, vips("192.0.2.10"), interfaces=["eth0"], garp=False)
+    assert [e[0] for e in kern.log] == ["probe", "sysctl", "sysctl", "add"] and list(report["interfaces"]) == ["eth0"]
+
+
+@pytest.mark.parametrize("lnk,reason", [
+    (None, "interface wlan0: does not exist"),
+    ({"flags": 0x1002}, "interface wlan0: the interface is down"),
+    ({"flags": 0x1083}, "interface wlan0: the interface does not do ARP"),
+    ({"master": 7}, "interface wlan0: the interface is a port of another device (index 7)"),
+])
+def test_interfaces_are_checked_like_those_of_vips_before_anything_changes(lnk, reason):
+    links = _two_links(**(lnk or {}))
+    if lnk is None:
+        del links["wlan0"]
+    kern = FakeKernel(links=links)
+    with pytest.raises(FabricError) as err:
+        v.plan(kern, vips("192.0.2.10"), "lb", interfaces=["wlan0"])
+    assert str(err.value).startswith(reason), str(err.value)
+    assert kern.log == []     # not even the probe of the VIP
+
+
+def test_check_mode_assumes_a_missing_interface_and_absent_ignores_interfaces():
+    kern = FakeKernel(links={})
+    plan, report = v.plan(kern, [], "lb", interfaces=["wlan0"], check_mode=True)
+    assert plan.changed and kern.log == []
+    assert plan.descriptions == ["set net.ipv4.conf.wlan0.arp_ignore = 1 (was unset)", "set net.ipv4.conf.wlan0.arp_announce = 2 (was unset)"]
+    assert report["interfaces"]["wlan0"]["wireless"] is False
+    # state absent: interfaces play no part (not even checked), only VIPs are withdrawn
+    plan, report = v.plan(kern, [], "lb", state="absent", interfaces=["wlan0"])
+    assert not plan.changed and report["interfaces"] == {}
+
+
+def test_normalize_interfaces():
+    assert v.normalize_interfaces(["eth0", "wlan0"]) == ["eth0", "wlan0"] and v.normalize_interfaces(None) == []
+    for bad, message in ((["eth0", "eth0"], "interface eth0: listed twice in interfaces"),
+                         (["a-very-long-ifname"], "interface a-very-long-ifname: name is 18"),
+                         ([""], "interface name '': must be a non-empty string")):
+        with pytest.raises(FabricError) as err:
+            v.normalize_interfaces(bad)
+        assert str(err.value).startswith(message), str(err.value)
+
+
+def test_the_module_takes_no_vips_and_records_for_the_restorer_but_replays_without_the_probe():
+    assert module.ARGUMENT_SPEC["vips"]["default"] == [] and "required" not in module.ARGUMENT_SPEC["vips"]
+    assert module.ARGUMENT_SPEC["interfaces"] == {"type": "list", "elements": "str", "default": []}
+    recorded = {"vips": [{"address": "192.0.2.10", "interface": "eth0"}], "probe": True, "garp": True, "owner": "lb"}
+    replayed = module.replay_params(recorded)
+    assert replayed == dict(recorded, probe=False) and recorded["probe"] is True
+    source = open(module.__file__).read()
+    assert 'persist_as="vip_arp"' in source and "podnet.fabric.attributes.PERSIST" in source
