@@ -25,6 +25,7 @@ VRRP priorities, and keepalived, a well-kept VRRP implementation, moves the VIP 
 from __future__ import annotations
 
 import hashlib
+import re
 
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
 
@@ -39,6 +40,11 @@ DEFAULTS = {
     "label": "lb",              # the VIP's address label: <interface>:lb
     "startup_step": 2.0,        # seconds of vrrp_startup_delay per position in MetalLB's order
 }
+
+
+# Interfaces MetalLB's speaker never announces on (pkg/speaker: the "ignored" name patterns):
+# pod, container and overlay devices.
+SKIPPED_INTERFACE = re.compile(r"^(lo|veth.*|cni.*|flannel.*|cali.*|docker.*|vxlan.*|tunl.*|kube-ipvs.*|nodelocaldns)$")
 
 
 def settings_with_defaults(settings):
@@ -66,7 +72,7 @@ def groups(announcements):
         if ann["ip"] not in group["vips"]:
             group["vips"].append(ann["ip"])
         for node in key:
-            names = (ann.get("node_interfaces") or {}).get(node) or []
+            names = [n for n in (ann.get("node_interfaces") or {}).get(node) or [] if not SKIPPED_INTERFACE.match(n)]
             if names and node not in group["node_interfaces"]:
                 group["node_interfaces"][node] = names[0]
     for group in by_key.values():
@@ -101,6 +107,9 @@ def node_instances(announcements, nodes, me, settings=None):
             continue
         position = group["nodes"].index(me)
         interface = group["node_interfaces"].get(me) or settings["interface"]
+        if SKIPPED_INTERFACE.match(interface):
+            raise FabricError("keepalived: VIP %s: %s is an interface MetalLB never announces on (a pod, container or"
+                              " overlay device); name the node's uplink" % (group["vips"][0], interface))
         missing = [n for n in group["nodes"] if not nodes.get(n)]
         if missing:
             raise FabricError("keepalived: VIP %s: node %s has no address" % (group["vips"][0], ", ".join(missing)))

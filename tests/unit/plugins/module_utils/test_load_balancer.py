@@ -91,6 +91,16 @@ def test_router_ids_are_unique_and_stable():
         k.groups(many + [{"ip": "10.0.2.%d" % i, "nodes": ["m%d" % i]} for i in range(60)])
 
 
+def test_interfaces_metallb_skips_are_skipped():
+    objs = objects()
+    objs[4]["spec"]["interfaces"] = ["cni0", "eth1"]        # the L2Advertisement
+    assert all(i["interface"] == "eth1" for i in plan("node3", objs)["instances"])
+    objs[4]["spec"]["interfaces"] = ["veth1234"]
+    assert all(i["interface"] == "eth0" for i in plan("node3", objs)["instances"])
+    with pytest.raises(FabricError, match="cni0 is an interface MetalLB never announces on"):
+        plan("node3", interface="cni0")
+
+
 def test_bad_settings_are_one_line():
     with pytest.raises(c.ClusterError, match="mode 'bgp' is not vrrp or arp"):
         plan("node1", mode="bgp")
