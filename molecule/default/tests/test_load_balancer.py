@@ -154,10 +154,10 @@ def test_one_keepalived_per_instance_each_with_a_configuration_keepalived_accept
             assert out.rc == 0, out.stdout + out.stderr
 
 
-def apply_services(inventory):
+def apply_services(inventory, workdir):
     """podnet.fabric.service_proxy + load_balancer on the nodes (the roles that give out and
     announce the VIPs) with ``inventory``; returns (rc, output)."""
-    play = Path(inventory) / "lb-play.yml"
+    play = Path(workdir) / "lb-play.yml"
     play.write_text("- hosts: nodes\n  gather_facts: false\n  roles:\n    - podnet.fabric.service_proxy\n"
                     "    - podnet.fabric.load_balancer\n", encoding="utf-8")
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
@@ -177,7 +177,7 @@ def test_removing_the_pool_withdraws_every_vip_and_restoring_it_brings_them_back
     doc["items"] = [o for o in doc["items"] if o["kind"] == "Service"]      # no pool, no advertisement
     path.write_text(yaml.safe_dump(doc))
     try:
-        rc, out = apply_services(inventory)
+        rc, out = apply_services(inventory, tmp_path)
         assert rc == 0, out
         for node in ("node1", "node2", "node3"):
             assert not holds(host, node, web) and not holds(host, node, local), node
@@ -185,7 +185,7 @@ def test_removing_the_pool_withdraws_every_vip_and_restoring_it_brings_them_back
             assert host(node).run("ls /etc/keepalived/podnet-fabric-load_balancer-vi*.conf").rc != 0
         assert arping(host("client"), web) == []
     finally:
-        rc, out = apply_services(REPO / "inventories" / "lab")
+        rc, out = apply_services(REPO / "inventories" / "lab", tmp_path)
     assert rc == 0, out
     owner = metallb_order(RACK_A, web)[0]
     start = time.monotonic()
