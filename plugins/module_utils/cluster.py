@@ -29,6 +29,9 @@ Fields honoured (everything else in a manifest is accepted and ignored):
   outside host behind a Service), as Kubernetes allows.
 - IPAddressPool and L2Advertisement (metallb.io/v1beta1): MetalLB's own objects, parsed by
   ``metallb.py`` (see there); LoadBalancer Services get their address from the pools.
+- BGPConfiguration and BGPPeer (projectcalico.org/v3): Calico's own objects, parsed by
+  ``calico.py`` (see there, also for the Node annotations it reads); ``calico.node_bgp`` gives a
+  node's BGP peers.
 
 Services get their clusterIP, nodePorts and LoadBalancer IP from :func:`allocate_service_addresses` (stable the way
 pod CIDRs are: declared values, else what the nodes report they applied) and their endpoints
@@ -51,11 +54,13 @@ import re
 
 IP_ADDRS_ANNOTATION = "cni.projectcalico.org/ipAddrs"
 NODE_ADDRESS_ANNOTATION = "projectcalico.org/IPv4Address"
-KINDS = ("Node", "Pod", "Service", "EndpointSlice", "IPAddressPool", "L2Advertisement")
+KINDS = ("Node", "Pod", "Service", "EndpointSlice", "IPAddressPool", "L2Advertisement", "BGPConfiguration", "BGPPeer")
 # every other kind is core v1
 API_VERSIONS = {"EndpointSlice": "discovery.k8s.io/v1", "IPAddressPool": "metallb.io/v1beta1",
-                "L2Advertisement": "metallb.io/v1beta1"}
+                "L2Advertisement": "metallb.io/v1beta1", "BGPConfiguration": "projectcalico.org/v3",
+                "BGPPeer": "projectcalico.org/v3"}
 METALLB_KINDS = ("IPAddressPool", "L2Advertisement")
+CALICO_KINDS = ("BGPConfiguration", "BGPPeer")
 
 
 class ClusterError(ValueError):
@@ -117,15 +122,20 @@ def _network(value, what, label):
 class Cluster(object):
     """Parsed objects: ``nodes`` (inventory order), ``pods``, ``services``, the declared
     ``endpoint_slices`` (as declared), MetalLB's ``pools`` (IPAddressPools, by name) and
-    ``l2_advertisements`` (as declared); see ``metallb.parse_pool`` / ``parse_l2_advertisement``."""
+    ``l2_advertisements`` (as declared); see ``metallb.parse_pool`` / ``parse_l2_advertisement``;
+    Calico's ``bgp_configurations`` ({name: ...}) and ``bgp_peers`` (as declared); see
+    ``calico.parse_configuration`` / ``parse_peer``."""
 
-    def __init__(self, nodes, pods, services, endpoint_slices=None, pools=None, l2_advertisements=None):
+    def __init__(self, nodes, pods, services, endpoint_slices=None, pools=None, l2_advertisements=None,
+                 bgp_configurations=None, bgp_peers=None):
         self.nodes = nodes
         self.pods = pods
         self.services = services
         self.endpoint_slices = list(endpoint_slices or [])
         self.pools = list(pools or [])
         self.l2_advertisements = list(l2_advertisements or [])
+        self.bgp_configurations = dict(bgp_configurations or {})
+        self.bgp_peers = list(bgp_peers or [])
 
     def node(self, name):
         for node in self.nodes:
@@ -161,8 +171,10 @@ def parse_objects(objects, hosts=None):
     """Validate manifests and return a :class:`Cluster`. ``hosts`` (the inventory's node hosts, in
     order) must be exactly the Node objects' names; nodes keep the inventory's order."""
     from ansible_collections.podnet.fabric.plugins.module_utils import metallb as _metallb     # it imports this module
+    from ansible_collections.podnet.fabric.plugins.module_utils import calico as _calico       # it imports this module
     counts = {}
     nodes, pods, services, slices, pools, advertisements = [], [], [], [], [], []
+    bgp_configurations, bgp_peers = [], []
     for obj in flatten(objects):
         if not isinstance(obj, dict):
             raise ClusterError("cluster objects: every object must be a mapping, got %r" % (obj,))
@@ -174,6 +186,8 @@ def parse_objects(objects, hosts=None):
         metadata = _mapping(obj.get("metadata"), "metadata", kind)
         if kind in METALLB_KINDS:
             label = _metallb.object_label(kind, metadata, counts[kind])
+        elif kind in CALICO_KINDS:
+            label = _calico.object_label(kind, metadata, counts[kind])
         else:
             label = _label(kind, metadata, counts[kind], kind != "Node")
         if not metadata.get("name"):
@@ -191,6 +205,10 @@ def parse_objects(objects, hosts=None):
             pools.append(_metallb.parse_pool(obj, metadata, label))
         elif kind == "L2Advertisement":
             advertisements.append(_metallb.parse_l2_advertisement(obj, metadata, label))
+        elif kind == "BGPConfiguration":
+            bgp_configurations.append(_calico.parse_configuration(obj, metadata, label))
+        elif kind == "BGPPeer":
+            bgp_peers.append(_calico.parse_peer(obj, metadata, label))
         else:
             slices.append(_parse_endpoint_slice(obj, metadata, label))
     nodes = _order_nodes(nodes, hosts)
@@ -210,7 +228,8 @@ def parse_objects(objects, hosts=None):
         seen.add(svc["id"])
     _check_declared_slices(slices, seen)
     pools, advertisements = _metallb.check_objects(pools, advertisements)
-    return Cluster(nodes, pods, services, slices, pools, advertisements)
+    bgp_configurations, bgp_peers = _calico.check_objects(bgp_configurations, bgp_peers, nodes)
+    return Cluster(nodes, pods, services, slices, pools, advertisements, bgp_configurations, bgp_peers)
 
 
 def _order_nodes(nodes, hosts):
@@ -278,6 +297,7 @@ def _parse_node(obj, metadata, label):
         "ip": str(internal),
         "subnet": str(subnet if subnet is not None else ipaddress.ip_network("%s/32" % internal)),
         "pinned": str(pinned) if pinned is not None else None,
+        "annotations": annotations,
     }
 
 
