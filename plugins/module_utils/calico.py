@@ -80,6 +80,7 @@ import re
 
 from ansible_collections.podnet.fabric.plugins.module_utils import bird as _bird
 from ansible_collections.podnet.fabric.plugins.module_utils import cluster as _cluster
+from ansible_collections.podnet.fabric.plugins.module_utils import metallb as _metallb
 
 API_VERSION = "projectcalico.org/v3"
 CONFIG_KIND = "BGPConfiguration"
@@ -128,14 +129,6 @@ def _port(value, label, path):
     if isinstance(value, bool) or not re.match(r"^\d+$", str(value)) or not 0 < int(value) < 65536:
         raise ClusterError("%s: %s: %r is not a port (1-65535)" % (label, path, value))
     return int(value)
-
-
-def _bool(value, default, label, path):
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ClusterError("%s: %s: %r must be true or false" % (label, path, value))
-    return value
 
 
 def _seconds(value, label, path):
@@ -246,7 +239,7 @@ def parse_configuration(obj, metadata, label):
         raise ClusterError("%s: metadata.name must be %s (the global configuration) or node.<node name>" % (label, GLOBAL_CONFIG))
     if spec.get("asNumber") is not None:
         out["as_number"] = as_number(spec["asNumber"], label, "spec.asNumber")
-    out["mesh"] = _bool(spec.get("nodeToNodeMeshEnabled"), None, label, "spec.nodeToNodeMeshEnabled")
+    out["mesh"] = _metallb.flag(spec.get("nodeToNodeMeshEnabled"), None, label, "spec.nodeToNodeMeshEnabled")
     for field, key in (("serviceClusterIPs", "service_cluster_ips"), ("serviceExternalIPs", "service_external_ips"),
                        ("serviceLoadBalancerIPs", "service_load_balancer_ips")):
         out[key] = _cidrs(spec.get(field), label, "spec." + field)
@@ -302,7 +295,7 @@ def parse_peer(obj, metadata, label):
         raise ClusterError("%s: spec.numAllowedLocalASNumbers: %r is not a number" % (label, allowed))
     out.update({
         "local_as_number": as_number(spec["localASNumber"], label, "spec.localASNumber") if spec.get("localASNumber") is not None else None,
-        "keep_original_next_hop": _bool(spec.get("keepOriginalNextHop"), False, label, "spec.keepOriginalNextHop"),
+        "keep_original_next_hop": _metallb.flag(spec.get("keepOriginalNextHop"), False, label, "spec.keepOriginalNextHop"),
         "next_hop_mode": next_hop,
         "source_address": source,
         "max_restart_time": _seconds(spec.get("maxRestartTime"), label, "spec.maxRestartTime"),

@@ -52,7 +52,8 @@ ClusterError = _cluster.ClusterError
 
 # --- parsing --------------------------------------------------------------------------------------
 
-def _bool(value, default, label, path):
+def flag(value, default, label, path):
+    """A boolean field: ``default`` when absent, else true or false (one-line error otherwise)."""
     if value is None:
         return default
     if not isinstance(value, bool):
@@ -195,8 +196,8 @@ def parse_pool(obj, metadata, label):
         else:
             ranges.append(parsed)
     return dict(_identity(metadata, label), addresses=entries, ranges=ranges, ignored=ignored,
-                autoAssign=_bool(spec.get("autoAssign"), True, label, "spec.autoAssign"),
-                avoidBuggyIPs=_bool(spec.get("avoidBuggyIPs"), False, label, "spec.avoidBuggyIPs"),
+                autoAssign=flag(spec.get("autoAssign"), True, label, "spec.autoAssign"),
+                avoidBuggyIPs=flag(spec.get("avoidBuggyIPs"), False, label, "spec.avoidBuggyIPs"),
                 serviceAllocation=_service_allocation(spec.get("serviceAllocation"), label))
 
 
