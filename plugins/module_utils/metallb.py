@@ -537,13 +537,13 @@ def announce_order(nodes, ip, scores=None):
     return sorted(nodes, key=lambda name: (-scores.get(name, 0), hashlib.sha256((name + "#" + ip).encode("utf-8")).digest()))
 
 
-def _can_serve(endpoint):
+def can_serve(endpoint):
     # epslices.EndpointCanServe: ready unset or true, else serving true
     conditions = endpoint.get("conditions") or {}
     return conditions.get("ready") is None or conditions.get("ready") is True or conditions.get("serving") is True
 
 
-def _service_slices(model, namespace, name):
+def service_slices(model, namespace, name):
     out = []
     for sl in model.get("endpoint_slices") or []:
         meta = sl.get("metadata") or {}
@@ -610,8 +610,8 @@ def _announcement(cluster, model, svc, ip, pool):
     if _sharing_key(svc) and any(adv["serviceSelectors"] for adv in ads):
         result["reason"] = "allow-shared-ip is incompatible with serviceSelectors on L2Advertisements"
         return result
-    endpoints = [ep for sl in _service_slices(model, svc["namespace"], svc["name"]) for ep in sl.get("endpoints") or []
-                 if _can_serve(ep)]
+    endpoints = [ep for sl in service_slices(model, svc["namespace"], svc["name"]) for ep in sl.get("endpoints") or []
+                 if can_serve(ep)]
     if not endpoints:
         result["reason"] = "the service has no serving endpoint"
         return result
