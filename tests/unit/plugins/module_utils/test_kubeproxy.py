@@ -10,9 +10,7 @@ service named in their comment, nat KUBE-SERVICES keeping its "must be the last 
 """
 from __future__ import annotations
 
-import ipaddress
 import re
-import shlex
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricEr
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.canon import canonicalise
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.core import parse_ruleset
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.names import kube_chain_name
+from ansible_collections.podnet.fabric.plugins.module_utils.trace.kube_proxy import trace_packet
 
 DATA = Path(__file__).with_name("kubeproxy_data")
 
@@ -368,79 +367,9 @@ NODE_IP = "192.168.0.2"
 FLOW_NODE = dict(FAKE_NODE, nfacct=False)
 
 
-def _addr_matches(value, ip):
-    return ipaddress.ip_address(ip) in ipaddress.ip_network(value, strict=False)
-
-
-class Tracer(object):
-    """kube-proxy's iptablesTracer: follows a packet through the rules, probabilistic jumps fan out."""
-
-    def __init__(self, ruleset):
-        self.tables = {}
-        for c in ruleset.chains:
-            self.tables.setdefault(c.table, {})[c.name] = [shlex.split(r) for r in c.rules]
-        self.outputs = []
-        self.masq = False
-
-    @staticmethod
-    def _matches(tokens, src, proto, dst, dport):
-        neg = False
-        i = 0
-        while i < len(tokens):
-            tok = tokens[i]
-            if tok == "!":
-                neg = True
-                i += 1
-                continue
-            arg = tokens[i + 1] if i + 1 < len(tokens) else None
-            ok = True
-            if tok == "-s":
-                ok = _addr_matches(arg, src) != neg
-            elif tok == "-d":
-                ok = _addr_matches(arg, dst) != neg
-            elif tok == "--src-type":
-                ok = (src in LOCAL_IPS) == (arg == "LOCAL")
-            elif tok == "--dst-type":
-                ok = (dst in LOCAL_IPS) == (arg == "LOCAL")
-            elif tok == "-p":
-                ok = arg == proto
-            elif tok == "--dport":
-                ok = arg == str(dport)
-            elif tok in ("--rcheck", "--mark", "--ctstate"):
-                ok = False                   # history, marks and conntrack state never match here
-            if not ok:
-                return False
-            neg = False
-            i += 1
-        return True
-
-    def run(self, table, chain, src, proto, dst, dport):
-        for tokens in self.tables.get(table, {}).get(chain, []):
-            if "-j" not in tokens or not self._matches(tokens, src, proto, dst, dport):
-                continue
-            target = tokens[tokens.index("-j") + 1]
-            if target == "KUBE-MARK-MASQ":
-                self.masq = True
-            elif target in ("ACCEPT", "REJECT", "DROP"):
-                self.outputs.append(target)
-                return True
-            elif target == "DNAT":
-                self.outputs.append(tokens[tokens.index("--to-destination") + 1])
-                return True
-            elif self.run(table, target, src, proto, dst, dport) and "--probability" not in tokens:
-                return True
-        return False
-
-
 def trace(ruleset, src, dst, dport, proto="tcp"):
     """(outputs joined by ", ", masqueraded) as kube-proxy's tracePacket returns them."""
-    t = Tracer(ruleset)
-    t.run("nat", "KUBE-SERVICES", src, proto, dst, dport)       # nat PREROUTING jumps here
-    if t.outputs:
-        dst = t.outputs[0].split(":")[0]
-    for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL"):
-        t.run("filter", chain, src, proto, dst, dport)
-    return ", ".join(t.outputs), t.masq
+    return trace_packet(ruleset, src, dst, dport, proto, LOCAL_IPS)
 
 
 def run_flows(ruleset, flows):

@@ -1,0 +1,233 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: podnet.fabric contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: trace
+short_description: Show where a packet goes on a node and why (iptables rules, routes, VXLAN), read-only
+version_added: "0.3.0"
+description:
+  - Reads the live state of the node, or of the network namespace O(netns), and walks one packet
+    (the first packet of a connection) through it the way netfilter and IPv4 routing do; nothing
+    is changed, in check mode or not.
+  - The state is read through the collection's layers, never by parsing C(ip) output -
+    C(iptables-save) of the flavour in use (legacy or nft, detected as the nat_rule module does),
+    and through netlink the routes of every table, the addresses, the neighbours, the VXLAN
+    devices and their FDB entries, and C(net.ipv4.ip_forward).
+  - The packet passes raw, mangle, nat PREROUTING (or, locally generated, the routing decision and
+    the OUTPUT chains), the routing decision (local, main, default tables; longest prefix; ECMP
+    lists every next hop and follows the first), INPUT or FORWARD, and mangle/nat POSTROUTING.
+    Every rule it matches is one hop, named by table, chain, rule number and the rule as
+    C(iptables-save) prints it, with its kube-proxy comment; a kube-proxy endpoint choice
+    (C(-m statistic)) lists every endpoint with its chance and follows the one O(endpoint)
+    selects; session affinity (C(-m recent)) is noted. A route through a VXLAN device is
+    encapsulated as the kernel does (neighbour -> MAC -> FDB -> remote VTEP, VNI, port) and the
+    outer packet is traced on.
+  - The trace stops with its reason at a DROP, a REJECT (a service without endpoints), no route,
+    or a rule it cannot evaluate (an unknown match is reported as
+    C(cannot evaluate -m NAME in TABLE CHAIN rule N), never guessed).
+  - With O(peers) (the RV(state) other nodes returned with O(return_state)) the trace goes on
+    across nodes - to the node holding the next hop, or through the VXLAN tunnel to the node holding
+    the outer destination, with the inner packet arriving on its VXLAN device.
+author:
+  - podnet.fabric developers (@podnet)
+options:
+  dst:
+    description: The packet's destination address (a ClusterIP, a node address, a pod, a VIP ...).
+    type: str
+    required: true
+  dport:
+    description: Destination port (required for tcp, udp and sctp).
+    type: int
+  protocol:
+    description: The packet's protocol.
+    type: str
+    choices: [tcp, udp, sctp, icmp]
+    default: tcp
+  src:
+    description:
+      - The packet's source address. For a locally generated packet it may be omitted; the
+        source the kernel would pick for the route is used.
+    type: str
+  sport:
+    description: Source port (only rules matching on it need it).
+    type: int
+  iif:
+    description:
+      - The interface the packet arrives on (a pod's packet arrives on the bridge, for example
+        C(cni0)). Omit for a packet generated on the node itself.
+    type: str
+  mark:
+    description: The packet's firewall mark when it enters.
+    type: int
+    default: 0
+  endpoint:
+    description:
+      - Which branch of a random endpoint choice the trace follows - C(first), C(last), or an
+        endpoint C(IP) or C(IP:PORT) among the choices (every choice is listed either way).
+    type: str
+    default: first
+  name:
+    description: The node's name in the trace (default the namespace name, else the host name).
+    type: str
+  peers:
+    description:
+      - Other nodes' states by node name (each the RV(state) this module returned there with
+        O(return_state)), to follow the packet beyond this node.
+    type: dict
+    default: {}
+  return_state:
+    description: Also return the state read (RV(state)), to pass to another node's O(peers).
+    type: bool
+    default: false
+  iptables_flavour:
+    description: Which iptables to read; C(auto) detects it as kube-proxy does.
+    type: str
+    choices: [auto, nft, legacy]
+    default: auto
+extends_documentation_fragment:
+  - podnet.fabric.attributes
+  - podnet.fabric.attributes.NETNS
+attributes:
+  check_mode:
+    support: full
+    details: Read-only; the result is the same in check mode.
+  diff_mode:
+    support: none
+notes:
+  - Only the first packet of a connection is traced (conntrack state NEW); replies and established
+    connections are not. IPv4 only. Policy routing rules (C(ip rule)) are not read - the default
+    rules are assumed. Bridged traffic (br_netfilter, C(-m physdev)) is not modelled.
+  - Requires pyroute2 (Debian C(python3-pyroute2)) and iptables on the node.
+"""
+
+EXAMPLES = r"""
+- name: Where does a pod's DNS query go?
+  podnet.fabric.trace:
+    src: 10.244.1.5
+    dst: 10.96.0.10
+    protocol: udp
+    dport: 53
+    iif: cni0
+  register: dns_trace
+
+- name: Print it, one line per hop
+  ansible.builtin.debug:
+    var: dns_trace.text
+
+- name: Follow the endpoint 10.244.3.10 on to node3 (its state read earlier with return_state)
+  podnet.fabric.trace:
+    src: 10.244.1.5
+    dst: 10.96.0.10
+    protocol: udp
+    dport: 53
+    iif: cni0
+    endpoint: 10.244.3.10
+    peers:
+      node3: "{{ hostvars['node3'].node3_trace.state }}"
+"""
+
+RETURN = r"""
+verdict:
+  description: How the trace ends - delivered, forwarded, dropped, rejected, no route, cannot evaluate.
+  returned: always
+  type: str
+  sample: forwarded
+reason:
+  description: Why, in one line (the last node's).
+  returned: always
+  type: str
+  sample: out of flannel.1 to 10.244.3.0
+hops:
+  description:
+    - Every hop in order, each with C(node) and C(kind) (rule, policy, return, route, encap).
+    - A rule hop has C(table), C(chain), C(rule_number), C(rule) (as iptables-save prints it),
+      C(comment), C(target), C(verdict) (for example C(jump KUBE-SVC-...), C(DNAT to 10.244.1.10:53),
+      C(REJECT icmp-port-unreachable)); the rule of an endpoint choice adds C(probability),
+      C(chance) and C(alternatives) (each C(rule_number), C(chance), C(leads_to)); an affinity
+      rule adds C(affinity).
+  returned: always
+  type: list
+  elements: dict
+traces:
+  description: One entry per node passed, with C(node), C(verdict), C(reason), C(hops), C(packet) (as it left) and C(exit).
+  returned: always
+  type: list
+  elements: dict
+text:
+  description: The trace as human-readable lines, one per hop, then each node's outcome.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - 'node1 nat PREROUTING #1 -> jump KUBE-SERVICES: -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+    - 'node1 => forwarded: out of flannel.1 to 10.244.3.0'
+iptables_flavour:
+  description: The iptables flavour read.
+  returned: always
+  type: str
+  sample: nft
+state:
+  description: The state read (iptables-save text, routes, addresses, neighbours, fdb, vxlan, ip_forward).
+  returned: when O(return_state) is true
+  type: dict
+"""
+
+import os
+import shutil
+import socket
+
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
+from ansible_collections.podnet.fabric.plugins.module_utils.trace import engine, live
+
+ARGUMENT_SPEC = dict(
+    dst=dict(type="str", required=True),
+    dport=dict(type="int"),
+    protocol=dict(type="str", choices=["tcp", "udp", "sctp", "icmp"], default="tcp"),
+    src=dict(type="str"),
+    sport=dict(type="int"),
+    iif=dict(type="str"),
+    mark=dict(type="int", default=0),
+    endpoint=dict(type="str", default="first"),
+    name=dict(type="str"),
+    peers=dict(type="dict", default={}),
+    return_state=dict(type="bool", default=False),
+    iptables_flavour=dict(type="str", choices=["auto", "nft", "legacy"], default="auto"),
+)
+
+
+def _which(name):
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
+    return shutil.which(name, path=path)
+
+
+def build(ctx):
+    p = ctx.params
+    name = p["name"] or ctx.netns or socket.gethostname()
+    if name in p["peers"]:
+        raise FabricError("trace: peers holds this node's own name %s" % name)
+    state, flavour = live.read_state(name, ctx.netns, ctx.run, _which, p["iptables_flavour"])
+    packet = {"src": p["src"], "dst": p["dst"], "proto": p["protocol"], "dport": p["dport"], "sport": p["sport"],
+              "iif": p["iif"], "mark": p["mark"]}
+    states = dict(p["peers"])
+    states[name] = state
+    traces = engine.trace_path(states, name, packet, endpoint=p["endpoint"])
+    result = {
+        "verdict": traces[-1]["verdict"], "reason": traces[-1]["reason"],
+        "hops": [h for t in traces for h in t["hops"]], "traces": traces,
+        "text": engine.text_lines(traces, packet), "iptables_flavour": flavour,
+    }
+    if p["return_state"]:
+        result["state"] = state
+    return Plan(), result
+
+
+def main():
+    run_module(ARGUMENT_SPEC, build, owner=False)
+
+
+if __name__ == "__main__":
+    main()
