@@ -21,6 +21,10 @@ import pytest
 
 from conftest import REPO, sh
 
+# Only nat_rule runs through Ansible here (pyroute2=False; the node is wired with `ip`): one target
+# interpreter, the nodes' own, is enough.
+pytestmark = pytest.mark.single_target
+
 sys.path.insert(0, str(REPO / ".collections"))
 from ansible_collections.podnet.fabric.plugins.module_utils.kubeproxy.hostport import (  # noqa: E402
     build_hostports, dnat_chain_name,

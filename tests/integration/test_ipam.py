@@ -10,7 +10,12 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from conftest import VENV_BIN, ansible_env, unique
+
+# ipam runs with pyroute2=False (files and fcntl locks only): one target interpreter, the nodes' own.
+pytestmark = pytest.mark.single_target
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
 NETWORK = "pnt-ipam"

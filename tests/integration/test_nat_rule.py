@@ -16,6 +16,10 @@ import pytest
 
 from conftest import REPO, sh, unique
 
+# nat_rule runs with pyroute2=False (iptables-restore and /proc/sys through netns_exec's setns, no
+# netlink socket): one target interpreter, the nodes' own, is enough.
+pytestmark = pytest.mark.single_target
+
 sys.path.insert(0, str(REPO / ".collections"))
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.canon import canonicalise  # noqa: E402
 from ansible_collections.podnet.fabric.plugins.module_utils.ruleset.parse import tokenize  # noqa: E402

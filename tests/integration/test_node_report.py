@@ -4,6 +4,11 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
+# node_report imports nothing but AnsibleModule (no pyroute2): one target interpreter, the nodes' own.
+pytestmark = pytest.mark.single_target
+
 
 def test_reports_read_written_only_when_different_and_bad_ones_named(playbook, tmp_path):
     facts = tmp_path / "facts.d"
