@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import time
 
+from ansible_collections.podnet.fabric.plugins.module_utils import netns_exec
 from ansible_collections.podnet.fabric.plugins.module_utils.owner import mark
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
 
@@ -37,6 +38,14 @@ DEFAULT_DIR = "/etc/bird/podnet.d"
 DEFAULT_SOCKET = "/run/bird/bird.ctl"
 DEFAULT_AS = 64512
 MASK = "********"
+# The options every module that drives a BIRD daemon takes (bird.daemon() reads them).
+DAEMON_OPTIONS = dict(
+    config=dict(type="path", default=DEFAULT_CONFIG),
+    config_dir=dict(type="path", default=DEFAULT_DIR),
+    socket=dict(type="path", default=DEFAULT_SOCKET),
+    bird=dict(type="path", default="bird"),
+    birdc=dict(type="path", default="birdc"),
+)
 
 _SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _PASSWORD_RE = re.compile(r'(\bpassword\s+)"(?:[^"\\]|\\.)*"')
@@ -107,8 +116,9 @@ def _as_number(value, what):
     return number
 
 
-def normalize(params, node_ip=None, as_number=DEFAULT_AS):
+def normalize(params, node_ip=None, as_number=DEFAULT_AS, listen_port=None):
     """One peer of the task (Calico's BGPPeer spelling, snake_case) -> plain validated dict.
+    ``listen_port``: the node's BGP port (Calico's listenPort), written only when not 179.
 
     Raises FabricError with one line naming the peer and the reason.
     """
@@ -138,6 +148,9 @@ def normalize(params, node_ip=None, as_number=DEFAULT_AS):
             "num_allowed_local_as_numbers": int(params.get("num_allowed_local_as_numbers") or 0),
             "import_filter": params.get("import_filter") or "all",
             "export_filter": params.get("export_filter") or "none",
+            "rr_client": bool(params.get("rr_client")),
+            "rr_cluster_id": params.get("rr_cluster_id") or None,
+            "listen_port": int(listen_port) if listen_port and int(listen_port) != 179 else None,
         }
     except ValueError as exc:
         raise FabricError("%s: %s" % (label, exc))
@@ -155,6 +168,18 @@ def normalize(params, node_ip=None, as_number=DEFAULT_AS):
     for key in ("import_filter", "export_filter"):
         if peer[key] not in ("all", "none") and not _SYMBOL_RE.match(peer[key]):
             raise FabricError("%s: %s must be all, none or the name of a BIRD filter" % (label, key))
+    if peer["rr_cluster_id"] is not None:
+        if not peer["rr_client"]:
+            raise FabricError("%s: rr_cluster_id needs rr_client: true (Calico writes both on a reflector's sessions to its clients)" % label)
+        try:
+            peer["rr_cluster_id"] = str(ipaddress.IPv4Address(str(peer["rr_cluster_id"])))
+        except ValueError:
+            raise FabricError("%s: rr_cluster_id %r is not IPv4-formatted (like 244.0.0.1)" % (label, peer["rr_cluster_id"]))
+    if peer["rr_client"] and peer["as_number"] != peer["local_as_number"]:
+        raise FabricError("%s: rr_client needs an iBGP peer (as_number %s is not the local AS %s)"
+                          % (label, peer["as_number"], peer["local_as_number"]))
+    if peer["listen_port"] is not None and not 0 < peer["listen_port"] < 65536:
+        raise FabricError("%s: listen_port %s is not 1-65535" % (label, peer["listen_port"]))
     if peer["next_hop_mode"] not in ("Auto", "Self", "Keep"):
         raise FabricError("%s: next_hop_mode must be Auto, Self or Keep" % label)
     if not 0 <= peer["ttl_security"] <= 255:
@@ -191,6 +216,8 @@ def render_peer(peer, owner):
              '  description "%s peer %s";' % (mark(owner), peer["peer_ip"]),
              "  local as %d;" % peer["local_as_number"],
              "  neighbor %s%s as %d;" % (peer["peer_ip"], " port %d" % peer["port"] if peer["port"] else "", peer["as_number"])]
+    if peer["listen_port"]:
+        lines.append("  local port %d;" % peer["listen_port"])
     if peer["source_address"]:
         lines.append("  source address %s;" % peer["source_address"])
     if peer["ttl_security"]:
@@ -199,6 +226,10 @@ def render_peer(peer, owner):
         lines += ["  ttl security off;", "  multihop;"]
     if peer["passive"]:
         lines.append("  passive on;")
+    if peer["rr_client"]:
+        lines.append("  rr client;")
+        if peer["rr_cluster_id"]:
+            lines.append("  rr cluster id %s;" % peer["rr_cluster_id"])
     lines.append("  graceful restart %s;" % ("on" if peer["graceful_restart"] else "off"))
     if peer["graceful_restart"] and peer["max_restart_time"] is not None:
         lines.append("  graceful restart time %d;" % peer["max_restart_time"])
@@ -361,6 +392,14 @@ def session(proto):
 
 
 # --- the daemon and its files ----------------------------------------------------------------------
+
+def daemon(ctx):
+    """The :class:`Bird` of a module's task (``ctx``: runner.Context): birdc in the task's
+    namespace, ``bird -p`` in the caller's (it needs none)."""
+    p = ctx.params
+    return Bird(ctx.run, config=p["config"], directory=p["config_dir"], socket=p["socket"], bird=p["bird"], birdc=p["birdc"],
+                parse_run=lambda argv, input_text=None: netns_exec.run(argv, input_text=input_text))
+
 
 class Bird(object):
     """One BIRD daemon: its main config, the collection's directory, binaries and socket.
@@ -619,7 +658,8 @@ def plan(daemon, owner, peers, purge=False):
     return result, info
 
 
-def _put(path, text):
+def put(path, text):
+    """Write ``text`` to ``path`` atomically (see write_atomic), or remove the file when None."""
     if text is None:
         try:
             os.unlink(path)
@@ -635,13 +675,13 @@ def _install(daemon, path, text, previous, main=None):
     ensure_dir(daemon.directory)
     if main is not None:
         write_atomic(daemon.config, main[0], like=daemon.config)
-    _put(path, text)
+    put(path, text)
     if not daemon.running():
         return
     try:
         daemon.configure()
     except FabricError:
-        _put(path, previous)
+        put(path, previous)
         if main is not None:
             write_atomic(daemon.config, main[1], like=daemon.config)
         raise

@@ -19,7 +19,7 @@ description:
     holds the passwords. The main configuration I(config) includes the directory with one line,
     C(include \"CONFIG_DIR/*.conf\";), which the module appends to it when missing. Global
     things stay in the main file - C(router id), C(protocol device), C(direct), C(kernel),
-    C(static), C(protocol bfd), filters. Other files in the directory (another owner's, your own)
+    C(static), C(protocol bfd), filters - which M(podnet.fabric.bird_config) writes. Other files in the directory (another owner's, your own)
     are never written."
   - The complete new configuration is parsed by BIRD itself (C(bird -p -c), in a staging copy)
     before it replaces the old one, then C(birdc configure) loads it. A configuration BIRD rejects
@@ -116,9 +116,24 @@ options:
         type: str
         default: all
       export_filter:
-        description: C(all), C(none) or the name of a BIRD filter (for example one that exports only the pod CIDR blocks, as Calico's).
+        description:
+          - C(all), C(none) or the name of a BIRD filter, for example C(podnet_export), which M(podnet.fabric.bird_config)
+            defines - the node's originated routes and BGP-learned pool routes, as Calico's.
         type: str
         default: none
+      rr_client:
+        description:
+          - This node is a route reflector and the peer its client (C(rr client;)), as Calico writes
+            a reflector's sessions to the iBGP peers outside its cluster ID. The peer must be iBGP
+            (I(as_number) = the local AS).
+        type: bool
+        default: false
+      rr_cluster_id:
+        description:
+          - The reflector's cluster ID (C(rr cluster id X;)), IPv4-formatted (Calico's
+            C(routeReflectorClusterID), for example C(244.0.0.1)); needs I(rr_client). Omitted,
+            BIRD uses the router ID.
+        type: str
       name:
         description: Protocol name; default Calico's C(<name_prefix>_<ip with _>[_port_<port>]).
         type: str
@@ -133,6 +148,12 @@ options:
     description: This node's AS (Calico BGPConfiguration C(asNumber)).
     type: int
     default: 64512
+  listen_port:
+    description:
+      - Calico C(listenPort) - the port this node's BIRD listens on for these sessions; written as
+        C(local port N;) in each block when not 179.
+    type: int
+    default: 179
   purge:
     description: Remove the owner's peers not listed in I(peers). Other owners' peers and files are never touched.
     type: bool
@@ -170,18 +191,18 @@ options:
 EXAMPLES = r"""
 - name: eBGP to the top-of-rack router, with an MD5 password and BFD, waiting for the session
   podnet.fabric.calico_bgp_peer:
-    owner: bgp
+    owner: routing
     node_ip: 172.31.1.11
     as_number: 64512
     peers:
       - {peer_ip: 172.31.1.254, as_number: 65000, password: "{{ tor_password }}", bfd: true,
-         keepalive_time: 10s, max_restart_time: 120s, export_filter: calico_export}
+         keepalive_time: 10s, max_restart_time: 120s, export_filter: podnet_export}
     purge: true
     wait: true
 
 - name: A full mesh between nodes, passive side as Calico decides
   podnet.fabric.calico_bgp_peer:
-    owner: bgp
+    owner: routing
     node_ip: 172.31.1.11
     peers:
       - {peer_ip: 172.31.1.12, as_number: 64512, calico_node: true, name_prefix: Mesh}
@@ -230,7 +251,7 @@ sessions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.podnet.fabric.plugins.module_utils import bird, netns_exec
+from ansible_collections.podnet.fabric.plugins.module_utils import bird
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
 from ansible_collections.podnet.fabric.plugins.module_utils.runner import Context, execute, module_spec
 
@@ -254,34 +275,27 @@ ARGUMENT_SPEC = dict(
         bfd=dict(type="bool", default=False),
         import_filter=dict(type="str", default="all"),
         export_filter=dict(type="str", default="none"),
+        rr_client=dict(type="bool", default=False),
+        rr_cluster_id=dict(type="str"),
         name=dict(type="str"),
         name_prefix=dict(type="str", default="Node"),
     )),
     node_ip=dict(type="str"),
     as_number=dict(type="int", default=bird.DEFAULT_AS),
+    listen_port=dict(type="int", default=179),
     purge=dict(type="bool", default=False),
-    config=dict(type="path", default=bird.DEFAULT_CONFIG),
-    config_dir=dict(type="path", default=bird.DEFAULT_DIR),
-    socket=dict(type="path", default=bird.DEFAULT_SOCKET),
-    bird=dict(type="path", default="bird"),
-    birdc=dict(type="path", default="birdc"),
     wait=dict(type="bool", default=False),
     wait_timeout=dict(type="int", default=60),
+    **bird.DAEMON_OPTIONS
 )
-
-
-def daemon(ctx):
-    p = ctx.params
-    return bird.Bird(ctx.run, config=p["config"], directory=p["config_dir"], socket=p["socket"], bird=p["bird"], birdc=p["birdc"],
-                     parse_run=lambda argv, input_text=None: netns_exec.run(argv, input_text=input_text))
 
 
 def build(ctx):
     p = ctx.params
     if ctx.netns_missing() and not ctx.check_mode:
         raise FabricError("netns %s: does not exist" % ctx.netns)
-    peers = [bird.normalize(peer, p["node_ip"], p["as_number"]) for peer in p["peers"]]
-    plan, info = bird.plan(daemon(ctx), ctx.owner, peers, purge=p["purge"])
+    peers = [bird.normalize(peer, p["node_ip"], p["as_number"], p["listen_port"]) for peer in p["peers"]]
+    plan, info = bird.plan(bird.daemon(ctx), ctx.owner, peers, purge=p["purge"])
     return plan, {"file": info["path"], "added": info["added"], "changed_peers": info["changed"],
                   "removed": info["removed"], "protocols": info["protocols"]}
 
@@ -293,7 +307,7 @@ def report_sessions(module, result):
     ctx = Context(p, check_mode=module.check_mode)
     if module.check_mode and ctx.netns_missing():
         return None   # an earlier task creates the namespace (and starts BIRD in it)
-    d = daemon(ctx)
+    d = bird.daemon(ctx)
     if not d.running():
         if p["wait"] and not module.check_mode and names:
             return "BIRD is not running (no answer on %s): sessions %s cannot come up" % (p["socket"], ", ".join(names))

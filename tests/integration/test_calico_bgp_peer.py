@@ -21,6 +21,8 @@ import pytest
 from conftest import sh, unique
 
 # setup.sh installs bird2 (requirements-apt.txt): a missing bird is a failure, not a skip.
+# calico_bgp_peer never imports pyroute2: one target interpreter is enough.
+pytestmark = pytest.mark.single_target
 
 AS_A, AS_B = 65001, 65002
 IP_A, IP_B = "10.253.0.1", "10.253.0.2"

@@ -62,6 +62,15 @@ def test_ttl_security_next_hop_bfd_password_allow_local_as():
     assert "    export filter calico_export;" in block(export_filter="calico_export")
 
 
+def test_route_reflector_client_and_listen_port():
+    lines = block(as_number=64512, rr_client=True, rr_cluster_id="244.0.0.1")
+    assert lines.index("  rr client;") + 1 == lines.index("  rr cluster id 244.0.0.1;")
+    assert "  rr client;" in block(as_number=64512, rr_client=True) and not any(line.startswith("  rr ") for line in block())
+    assert "  local port 1179;" in bird.render_peer(bird.normalize(dict(peer_ip="10.0.0.2", as_number=65002), "10.0.0.1", listen_port=1179), "bgp")
+    default = bird.render_peer(bird.normalize(dict(peer_ip="10.0.0.2", as_number=65002), "10.0.0.1", listen_port=179), "bgp")
+    assert "local port" not in default
+
+
 @pytest.mark.parametrize("node_ip, peer_ip, passive", [
     ("10.0.0.5", "10.0.0.8", True),     # the peer's address is greater: it connects, we wait
     ("10.0.0.5", "10.0.0.2", False),
@@ -100,6 +109,9 @@ def test_source_address_none():
     (dict(name="has-dash"), r"name must be a BIRD symbol"),
     (dict(export_filter="x;y"), r"export_filter must be all, none or the name of a BIRD filter"),
     (dict(ttl_security=256), r"ttl_security must be 0-255"),
+    (dict(rr_cluster_id="244.0.0.1"), r"rr_cluster_id needs rr_client: true"),
+    (dict(rr_client=True, rr_cluster_id="cluster1", as_number=64512), r"rr_cluster_id 'cluster1' is not IPv4-formatted"),
+    (dict(rr_client=True), r"rr_client needs an iBGP peer \(as_number 65002 is not the local AS 64512\)$"),
 ])
 def test_bad_input_names_the_peer(params, reason):
     with pytest.raises(FabricError, match=reason):
