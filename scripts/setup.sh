@@ -22,7 +22,7 @@ if ((${#missing[@]})); then
 fi
 # bird2's and keepalived's packages enable and start their services; here both run only inside
 # the tests' own namespaces.
-systemctl disable --now bird.service keepalived.service >/dev/null 2>&1 || true
+systemctl disable --now bird.service keepalived.service frr.service >/dev/null 2>&1 || true
 
 # --- controller venv ----------------------------------------------------------------------------
 # Python 3.11 is the newest the pinned ansible-core supports; prefer the one on PATH (pyenv on

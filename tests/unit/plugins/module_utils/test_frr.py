@@ -48,7 +48,8 @@ def test_lab_neighbors_remote_as_password_bfd_in_frr_order():
 def test_lab_global_bgp_lines():
     text = lab()
     lines = lines_of(text)
-    assert lines[1:4] == ["frr defaults traditional", "hostname router", "log syslog informational"]
+    assert lines[0].startswith("! podnet.fabric:tor_router: frr.conf of owner tor_router")
+    assert lines[1:5] == ["frr defaults traditional", "hostname router", "log syslog informational", "no ipv6 forwarding"]
     for line in ("router bgp 64600", " bgp router-id 172.31.1.254", " bgp graceful-restart",
                  " bgp bestpath as-path multipath-relax", " no bgp default ipv4-unicast"):
         assert line in lines
@@ -75,12 +76,16 @@ def test_lab_policy_accepts_pods_and_services_sends_pods_only():
     assert "default-originate" not in text
 
 
-def test_bfd_profile_block_defaults_to_100ms_times_3():
+def test_bfd_profile_block_defaults_to_100ms_times_3_multihop_ttl():
+    # FRR's own defaults (multiplier 3, 300 ms) are left out, as FRR leaves them out of its
+    # running configuration (frr-reload.py would otherwise always see a difference).
     text = lab()
-    assert ("bfd\n profile podnet-nodes\n  detect-multiplier 3\n  receive-interval 100\n"
+    assert ("bfd\n profile podnet-nodes\n  minimum-ttl 1\n  receive-interval 100\n"
             "  transmit-interval 100\n exit\n !\nexit\n") in text
-    custom = lab(bfd={"receive_interval": 300, "transmit_interval": 300})
-    assert "  receive-interval 300\n  transmit-interval 300\n" in custom
+    custom = lab(bfd={"receive_interval": 300, "transmit_interval": 300, "detect_multiplier": 5})
+    assert "profile podnet-nodes\n  minimum-ttl 1\n  detect-multiplier 5\n exit\n" in custom
+    # Calico's BIRD peers are multihop: FRR must run them as multihop too (BFD on port 4784).
+    assert " neighbor PODNET-NODES ebgp-multihop 2\n" in text
 
 
 def test_options_timers_restart_time_default_route_paths_and_no_bfd_or_password():
@@ -187,3 +192,191 @@ def test_password_of_80_characters_is_accepted():
 def test_router_and_settings_errors(router, settings, message):
     with pytest.raises(FabricError, match=message):
         frr.render(router, NODES, settings)
+
+
+# --- the daemon side without FRR: a fake runner stands for vtysh, frr-reload.py and systemctl ------
+
+def test_render_defaults_left_out_owner_mark_and_extra_config():
+    text = lab(restart_time=120, maximum_paths=256, ipv6_forwarding=True, extra_config=["ip route 0.0.0.0/0 172.31.100.1"])
+    assert "restart-time" not in text and "maximum-paths" not in text and "ipv6 forwarding" not in text
+    assert text.endswith("!\nip route 0.0.0.0/0 172.31.100.1\n!\nend\n")
+    assert frr.file_owner(frr.render(ROUTER, NODES, SETTINGS, owner="t1")) == "t1"
+    assert frr.file_owner(frr.render_daemons(owner="t1")) == "t1"
+    assert frr.file_owner("router bgp 1\n") is None
+    with pytest.raises(FabricError, match="would end the configuration early"):
+        lab(extra_config=["end"])
+
+
+DEBIAN_FRR_CONF = "# default to using syslog.\n#\nlog syslog informational\n"
+
+
+class FakeFrr(object):
+    """Records commands; answers vtysh/frr-reload.py/systemctl as told."""
+
+    def __init__(self, running=True, dryrun=(0, "", ""), delta="", reload_rc=0, active=True, enabled=True):
+        self.calls = []
+        self.running, self.dryrun, self.delta, self.reload_rc = running, dryrun, delta, reload_rc
+        self.active, self.enabled = active, enabled
+        self.neighbors = {}
+
+    def __call__(self, argv, input_text=None):
+        self.calls.append(list(argv))
+        if argv[0].endswith("vtysh"):
+            if "--dryrun" in argv:
+                return self.dryrun
+            if "show version" in argv:
+                return (0, "FRRouting 8.4.4\n", "") if self.running else (1, "", "Exiting: failed to connect to any daemons.")
+            if "show bgp neighbors json" in argv:
+                import json
+                return 0, json.dumps(self.neighbors), ""
+        if argv[0].endswith("frr-reload.py"):
+            if "--test" in argv:
+                return 0, self.delta, ""
+            return self.reload_rc, "" if not self.reload_rc else "\x1b[91m  ERROR\x1b[0m: line 3: % Unknown command", ""
+        if argv[0] == "systemctl":
+            if argv[1] == "is-active":
+                return (0 if self.active else 3), "", ""
+            if argv[1] == "is-enabled":
+                return (0 if self.enabled else 1), "", ""
+            return 0, "", ""
+        raise AssertionError("unexpected command %r" % argv)
+
+    def ran(self, word):
+        return [c for c in self.calls if any(word == a for a in c)]
+
+
+def setup(tmp_path, fake, config=None, daemons=None, manage_service=False):
+    if config is not None:
+        (tmp_path / "frr.conf").write_text(config)
+    if daemons is not None:
+        (tmp_path / "daemons").write_text(daemons)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("vtysh", "frr-reload.py"):
+        (tools / name).write_text("#!/bin/sh\n")
+        (tools / name).chmod(0o755)
+    return frr.Frr(fake, config_dir=str(tmp_path), vty_socket=str(tmp_path), vtysh=str(tools / "vtysh"),
+                   frr_reload=str(tools / "frr-reload.py"), manage_service=manage_service)
+
+
+def candidate(owner="t1", **settings):
+    return frr.render(ROUTER, NODES, dict(SETTINGS, **settings), owner=owner), frr.render_daemons(owner=owner)
+
+
+def test_plan_new_files_running_frr_reloads_without_restart(tmp_path):
+    fake = FakeFrr()
+    daemon = setup(tmp_path, fake, config=DEBIAN_FRR_CONF)
+    conf, daemons = candidate()
+    plan, info = frr.plan(daemon, "t1", conf, daemons, secrets=["s3cret"])
+    assert info["reload"] and not info["restart"]
+    assert plan.descriptions[0] == "write %s/daemons (bgpd, bfdd on)" % tmp_path
+    assert plan.descriptions[1].startswith("take %s/frr.conf over (FRR's own file" % tmp_path)
+    assert "s3cret" not in str(plan.after) and "password ********" in plan.after["%s/frr.conf" % tmp_path]
+    assert fake.ran("--dryrun") and not fake.ran("--reload")
+    plan.apply()
+    assert (tmp_path / "frr.conf").read_text() == conf and oct((tmp_path / "frr.conf").stat().st_mode & 0o777) == "0o640"
+    reload = fake.ran("--reload")[0]
+    assert reload[-1] == str(tmp_path / "frr.conf") and "--vty_socket" in reload and "--stdout" in reload
+    # The same again: nothing but the drift check.
+    again, info = frr.plan(daemon, "t1", conf, daemons)
+    assert not again.changed and info["drift"] == [] and len(fake.ran("--test")) == 1
+
+
+def test_plan_drift_is_reloaded_hostname_is_no_drift(tmp_path):
+    conf, daemons = candidate()
+    delta = ("2026-12-07 16:27:39,047  INFO: Called via ...\n\nLines To Delete\n===============\nno hostname vm\n"
+             "router bgp 64600\n no neighbor 172.31.1.11 password s3cret\n\nLines To Add\n============\nhostname router\n"
+             "router bgp 64600\n neighbor 172.31.1.11 password s3cret\n")
+    fake = FakeFrr(delta=delta)
+    daemon = setup(tmp_path, fake, config=conf, daemons=daemons)
+    plan, info = frr.plan(daemon, "t1", conf, daemons, secrets=["s3cret"])
+    assert info["drift"] == ["router bgp 64600 / no neighbor 172.31.1.11 password ********",
+                             "router bgp 64600 / neighbor 172.31.1.11 password ********"]
+    assert plan.descriptions == ["frr-reload.py --reload %s/frr.conf: the running configuration differs from it (2 lines)" % tmp_path]
+    fake.delta = "\nLines To Delete\n===============\nno hostname vm\n\nLines To Add\n============\nhostname router\n"
+    plan, info = frr.plan(daemon, "t1", conf, daemons)
+    assert not plan.changed and info["drift"] == []
+
+
+def test_plan_rejected_candidate_names_the_neighbor_masks_and_changes_nothing(tmp_path):
+    conf, daemons = candidate()
+    line = conf.splitlines().index(" neighbor 172.31.1.11 password s3cret") + 1
+    fake = FakeFrr(dryrun=(2, "", "line %d: %% Unknown command[25]:  neighbor 172.31.1.11 password s3cret\n" % line))
+    daemon = setup(tmp_path, fake, config=DEBIAN_FRR_CONF)
+    with pytest.raises(FabricError) as info:
+        frr.plan(daemon, "t1", conf, daemons, secrets=["s3cret"], labels={"172.31.1.11": "node1"})
+    assert str(info.value) == ("neighbor node1 (172.31.1.11): vtysh rejects line %d: %% Unknown command: "
+                               "`neighbor 172.31.1.11 password ********` (nothing was changed)" % line)
+    assert (tmp_path / "frr.conf").read_text() == DEBIAN_FRR_CONF and not (tmp_path / "daemons").exists()
+
+
+def test_failed_reload_puts_the_previous_file_back(tmp_path):
+    old, daemons = candidate()
+    new = candidate(maximum_paths=8)[0]
+    fake = FakeFrr(reload_rc=1)
+    daemon = setup(tmp_path, fake, config=old, daemons=daemons)
+    plan, _info = frr.plan(daemon, "t1", new, daemons)
+    with pytest.raises(FabricError) as info:
+        plan.apply()
+    assert "frr-reload.py --reload" in str(info.value) and "line 3: % Unknown command" in str(info.value)
+    assert "\x1b" not in str(info.value) and "previous frr.conf is back in place" in str(info.value)
+    assert (tmp_path / "frr.conf").read_text() == old
+
+
+@pytest.mark.parametrize("text, message", [
+    ("! podnet.fabric:other: frr.conf of owner other\nrouter bgp 1\n",
+     "frr.conf: belongs to owner other, not to owner t1; refusing to take it over (force: true adopts it)"),
+    ("router bgp 65000\n neighbor 10.0.0.1 remote-as 65001\n",
+     "frr.conf: was written by hand or by another tool (no podnet.fabric mark), not by owner t1; refusing to replace it"),
+])
+def test_ownership_refusals_and_force(tmp_path, text, message):
+    fake = FakeFrr()
+    daemon = setup(tmp_path, fake, config=text)
+    conf, daemons = candidate()
+    with pytest.raises(FabricError) as info:
+        frr.plan(daemon, "t1", conf, daemons)
+    assert str(info.value) == "%s/%s" % (tmp_path, message) or str(info.value).startswith("%s/%s" % (tmp_path, message))
+    assert fake.calls == [], "FRR was asked before the ownership check"
+    plan, _info = frr.plan(daemon, "t1", conf, daemons, force=True)
+    assert plan.descriptions[1].startswith("adopt %s/frr.conf from " % tmp_path)
+
+
+def test_service_management_enable_start_restart(tmp_path):
+    conf, daemons = candidate()
+    fake = FakeFrr(running=False, active=False, enabled=False)
+    daemon = setup(tmp_path, fake, manage_service=True)
+    plan, info = frr.plan(daemon, "t1", conf, daemons)
+    assert plan.descriptions[1:] == ["write %s/frr.conf" % tmp_path, "systemctl enable frr.service", "systemctl start frr.service"]
+    assert info["start"] and not info["reload"]
+    plan.apply()
+    assert [c[1] for c in fake.calls if c[0] == "systemctl"][-2:] == ["enable", "start"]
+    # A changed daemons file while FRR runs: written, then frr.service restarted (no reload).
+    fake.running, fake.active, fake.enabled = True, True, True
+    (tmp_path / "daemons").write_text(daemons.replace("bfdd=yes", "bfdd=no"))
+    new = candidate(maximum_paths=8)[0]
+    plan, info = frr.plan(daemon, "t1", new, daemons)
+    assert plan.descriptions == ["write %s/daemons (bgpd, bfdd on)" % tmp_path, "write %s/frr.conf" % tmp_path,
+                                 "systemctl restart frr.service (the daemons file changed)"]
+    assert plan.irreversible_last()
+
+
+def test_sessions_and_wait(tmp_path):
+    fake = FakeFrr()
+    daemon = setup(tmp_path, fake)
+    fake.neighbors = {
+        "172.31.1.11": {"bgpState": "Established", "bgpTimerUpMsec": 42500, "peerBfdInfo": {"status": "Up"},
+                        "addressFamilyInfo": {"ipv4Unicast": {"acceptedPrefixCounter": 2, "sentPrefixCounter": 1}}},
+        "172.31.1.12": {"bgpState": "Active", "authenticationEnabled": 1, "lastResetDueTo": "BFD down received",
+                        "connectionsEstablished": 1},
+    }
+    clock = iter(range(100)).__next__
+    neighbors = [{"name": "node1", "address": "172.31.1.11", "bfd": True}, {"name": "node2", "address": "172.31.1.12", "bfd": True},
+                 {"name": "node3", "address": "172.31.2.13", "bfd": False}]
+    sessions, not_up = frr.wait_established(daemon, neighbors, 3, clock=lambda: float(clock()), sleep=lambda s: None)
+    assert sessions[0] == {"name": "node1", "address": "172.31.1.11", "state": "Established", "uptime": 42,
+                           "prefixes_received": 2, "prefixes_sent": 1, "bfd": "Up"}
+    assert [s["name"] for s in not_up] == ["node2", "node3"] and sessions[2]["state"] == "missing"
+    assert sessions[1]["last_error"].startswith("last reset: BFD down received; no TCP session") and "MD5" in sessions[1]["last_error"]
+    assert len(fake.ran("show bgp neighbors json")) == 3     # clock 0 (deadline 3), 1, 2, 3: polled until the deadline, bounded
+    fake.neighbors["172.31.1.11"]["peerBfdInfo"]["status"] = "Down"
+    assert not frr.up(frr.session("172.31.1.11", "node1", fake.neighbors["172.31.1.11"]), neighbors[0])
