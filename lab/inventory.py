@@ -22,6 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "inventories" / "lab"
 RACK_SUBNETS = {"a": "172.31.1", "b": "172.31.2"}
+RACK_AS = {"a": "65001", "b": "65002"}
 
 
 def state_dir(lab_name: str) -> str:
@@ -48,7 +49,9 @@ def node_object(name: str, rack: str, ip: str) -> dict:
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name,
                          "labels": {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": "rack-" + rack},
-                         "annotations": {"projectcalico.org/IPv4Address": ip + "/24"}},
+                         "annotations": {"projectcalico.org/IPv4Address": ip + "/24",
+                                         # Calico's AS per rack, as manifests/nodes.yaml (BGP)
+                                         "projectcalico.org/ASNumber": RACK_AS[rack]}},
             "status": {"addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]}}
 
 

@@ -9,7 +9,8 @@ announces, so the two never fight over port 179:
 
 - the peers: Calico's BGPConfiguration/BGPPeer semantics (:func:`calico.node_bgp`: mesh, global
   and per-node peers, route reflectors), every session exporting through the main
-  configuration's filter ``podnet_export``; BFD towards peers that are not Calico nodes (the
+  configuration's filter ``podnet_export`` (eBGP sessions ``podnet_export_own``: only what the
+  node originates, a node is not a transit AS); BFD towards peers that are not Calico nodes (the
   top-of-rack router) when ``bfd`` is set; ``rr client`` on a reflector's sessions to its clients;
 - what the node originates (kept inside BIRD, never put in the kernel): its pod CIDR block (as
   Calico's ``route <block> blackhole``), the BGPConfiguration's serviceClusterIPs /
@@ -36,7 +37,8 @@ from ansible_collections.podnet.fabric.plugins.module_utils import calico as _ca
 from ansible_collections.podnet.fabric.plugins.module_utils import cluster as _cluster
 from ansible_collections.podnet.fabric.plugins.module_utils import metallb as _metallb
 
-EXPORT_FILTER = "podnet_export"
+EXPORT_FILTER = "podnet_export"        # bird_config's filters (plugins/module_utils/bird_main.py)
+OWN_FILTER = "podnet_export_own"
 DEFAULTS = {
     "cluster_cidr": "10.244.0.0/16",
     "node_prefix": 24,
@@ -46,6 +48,7 @@ DEFAULTS = {
     "bfd": True,                # BFD on sessions to peers that are not Calico nodes
     "import_filter": "all",
     "export_filter": EXPORT_FILTER,
+    "ebgp_export_filter": OWN_FILTER,
 }
 
 
@@ -103,6 +106,9 @@ def node_plan(objects, me, hosts, reports=None, settings=None):
         ip = str(_bird.parse_peer_ip(peer["peer_ip"])[0])
         if settings["bfd"] and ip not in node_ips:
             peer["bfd"] = True
+        if peer["as_number"] != (peer.get("local_as_number") or speaker["as_number"]):
+            # eBGP: only what this node originates (a node is not a transit AS)
+            peer["export_filter"] = settings["ebgp_export_filter"]
         if rr and peer["name"] in rr["clients"]:
             peer["rr_client"] = True
             peer["rr_cluster_id"] = rr["cluster_id"]

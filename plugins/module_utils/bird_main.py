@@ -17,6 +17,8 @@ What :func:`render` writes (BIRD 2.0.12 syntax; names fixed so peers can refer t
 - ``filter podnet_export`` (:data:`EXPORT_FILTER`, calico_bgp_peer's ``export_filter``): the
   originated routes, and BGP-learned routes inside the export ranges (so a route reflector
   reflects pool routes); nothing else - no kernel-learned or direct route, never a default;
+- ``filter podnet_export_own`` (:data:`OWN_FILTER`): the originated routes only, for eBGP peers
+  (the top-of-rack router): a node is not a transit AS;
 - ``protocol kernel podnet_kernel4`` (``6``): Calico's ``learn; persist; scan time 2; graceful
   restart; merge paths on`` (ECMP), ``import all``, export through ``podnet_kernel`` (``export
   none`` when nothing is programmed). BIRD 2 installs routes with ``proto bird``
@@ -42,6 +44,7 @@ from ansible_collections.podnet.fabric.plugins.module_utils import owner as owne
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
 
 EXPORT_FILTER = "podnet_export"
+OWN_FILTER = "podnet_export_own"
 KERNEL_FILTER = "podnet_kernel"
 ORIGINATE_PROTOCOL = "podnet_originate"
 RTPROT_BIRD = 12
@@ -180,6 +183,13 @@ def render(cfg, owner):
     out += ['  if proto = "%s%d" then accept;' % (ORIGINATE_PROTOCOL, v) for v in families
             if any(n.version == v for n in cfg["originate"])]
     out += _bgp_routes_in(cfg["export"])
+    out += ["  reject;", "}", "",
+            "# To eBGP peers (calico_bgp_peer export_filter: %s): only what this node originates. A node is not a" % OWN_FILTER,
+            "# transit AS: a route it learned from another node, sent on with itself as next hop, would draw that",
+            "# node's traffic (a Local LoadBalancer IP, another node's pods) through it.",
+            "filter %s {" % OWN_FILTER, "  if net.len = 0 then reject;"]
+    out += ['  if proto = "%s%d" then accept;' % (ORIGINATE_PROTOCOL, v) for v in families
+            if any(n.version == v for n in cfg["originate"])]
     out += ["  reject;", "}"]
     for version in families:
         out += ["",
@@ -241,6 +251,11 @@ def bird_routes(ipr):
 
 # --- plan -----------------------------------------------------------------------------------------
 
+# Debian's bird2 installs /etc/bird/bird.conf from this example (ucf): an untouched copy of it is
+# nobody's configuration and may be replaced without force.
+PACKAGE_DEFAULT = "/usr/share/bird2/bird.conf"
+
+
 def plan(daemon, owner, cfg, run_host=None, service=None, ipr=None, running=False, force=False):
     """Plan the main file, the service (when ``service`` is a unit name) and, for state absent,
     the removal of BIRD's leftover kernel routes (``ipr``: handle in the daemon's namespace).
@@ -257,15 +272,19 @@ def plan(daemon, owner, cfg, run_host=None, service=None, ipr=None, running=Fals
     result = Plan()
     info = {"file": path, "reconfigured": False, "removed_routes": []}
     if cfg["state"] == "present":
-        if foreign and not force:
-            raise FabricError("%s: exists and is not podnet.fabric's (no owner mark); set force: true to replace it "
-                              "(the package's default configuration), or point config elsewhere" % path)
+        if foreign and not force and old != bird.read(PACKAGE_DEFAULT):
+            raise FabricError("%s: exists and is not podnet.fabric's (no owner mark) nor Debian's untouched example "
+                              "(%s); set force: true to replace it, or point config elsewhere" % (path, PACKAGE_DEFAULT))
         new = render(cfg, owner)
         svc = service_state(run_host, service) if service else None
         if new != old:
             if not os.path.isdir(os.path.dirname(path) or "."):
                 raise FabricError("%s: directory %s does not exist (is bird2 installed?)" % (path, os.path.dirname(path)))
             daemon.validate(new, daemon.read_dir())
+            if not os.path.isdir(daemon.directory):
+                # BIRD refuses to start on an include pattern whose directory is missing
+                result.add("create %s" % daemon.directory, lambda: bird.ensure_dir(daemon.directory),
+                           lambda: os.rmdir(daemon.directory))
             result.before[path], result.after[path] = old, new
             info["reconfigured"] = running
             result.add("write %s%s" % (path, ", then birdc configure" if running else ""),
@@ -280,6 +299,10 @@ def plan(daemon, owner, cfg, run_host=None, service=None, ipr=None, running=Fals
             _service_diff(result, service, svc, {"enabled": True, "active": True})
         return result, info
 
+    if holder != owner:
+        # not ours (absent, the package's example, a user's own BIRD): its daemon and routes are
+        # not ours either
+        return result, info
     svc = service_state(run_host, service) if service else None
     if svc is not None:
         if svc["active"]:
@@ -292,9 +315,14 @@ def plan(daemon, owner, cfg, run_host=None, service=None, ipr=None, running=Fals
     elif running:
         raise FabricError("BIRD still runs (answers on %s): stop it first, or let the module stop %s (manage_service: true)"
                           % (daemon.socket, DEFAULT_SERVICE))
-    if holder == owner:
-        result.before[path], result.after[path] = old, None
-        result.add("remove %s" % path, lambda: bird.put(path, None), lambda: bird.write_atomic(path, old))
+    result.before[path], result.after[path] = old, None
+    result.add("remove %s" % path, lambda: bird.put(path, None), lambda: bird.write_atomic(path, old))
+    # the same owner's peers (calico_bgp_peer): nothing runs them any more
+    peers = os.path.join(daemon.directory, "%s.conf" % owner)
+    peers_text = bird.read(peers)
+    if peers_text is not None and bird.file_owner(peers_text) == owner:
+        result.before[peers], result.after[peers] = bird.masked(peers_text), None
+        result.add("remove %s" % peers, lambda: bird.put(peers, None), lambda: bird.write_private(peers, peers_text))
     from ansible_collections.podnet.fabric.plugins.module_utils.netlink import route
     leftovers = bird_routes(ipr) if ipr is not None else []
     if leftovers:

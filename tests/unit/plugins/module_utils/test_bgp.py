@@ -83,7 +83,9 @@ def test_as_per_rack_peers_carry_the_roles_filters_and_bfd_only_towards_the_rout
     tor, mate = by_ip["172.31.1.254"], by_ip["172.31.1.12"]
     assert tor["as_number"] == 65000 and tor["password"] == "secret-a" and tor["bfd"] is True
     assert mate["as_number"] == 65001 and "bfd" not in mate and "password" not in mate
-    assert all(x["export_filter"] == bgp.EXPORT_FILTER and x["import_filter"] == "all" for x in p1["peers"])
+    # eBGP to the router: only what the node originates; iBGP: also what it learned (reflection)
+    assert tor["export_filter"] == bgp.OWN_FILTER and mate["export_filter"] == bgp.EXPORT_FILTER
+    assert all(x["import_filter"] == "all" for x in p1["peers"])
     p3 = plan(as_per_rack(), "node3")
     assert [(x["peer_ip"], x["as_number"], x["password"]) for x in p3["peers"]] == [("172.31.2.254", 65000, "secret-b")]
 

@@ -125,10 +125,13 @@ def test_plan_writes_validated_file_then_service_and_is_idempotent(tmp_path):
     daemon, systemctl = daemon_in(tmp_path), Systemctl(enabled=False, active=False)
     cfg = bird_main.normalize(dict(EXAMPLE, config_dir=daemon.directory))
     plan, info = bird_main.plan(daemon, "t1", cfg, run_host=systemctl, service="bird.service")
-    assert plan.descriptions == ["write %s" % daemon.config, "enable bird.service", "start bird.service"], plan.descriptions
+    # the peers' directory first: BIRD does not start on an include pattern whose directory is missing
+    assert plan.descriptions == ["create %s" % daemon.directory, "write %s" % daemon.config, "enable bird.service",
+                                 "start bird.service"], plan.descriptions
     assert plan.after["bird.service"] == {"enabled": True, "active": True} and not info["reconfigured"]
     assert not os.path.exists(daemon.config)
     plan.apply()
+    assert os.path.isdir(daemon.directory)
     assert systemctl.calls[-2:] == [["enable", "bird.service"], ["start", "bird.service"]]
     assert oct(os.stat(daemon.config).st_mode & 0o777) == "0o640"
     again = bird_main.plan(daemon, "t1", cfg, run_host=systemctl, service="bird.service")[0]
@@ -144,10 +147,11 @@ def test_plan_writes_validated_file_then_service_and_is_idempotent(tmp_path):
 
 def test_foreign_file_needs_force_and_rejected_text_changes_nothing(tmp_path):
     daemon = daemon_in(tmp_path)
+    os.makedirs(daemon.directory)
     with open(daemon.config, "w") as handle:
         handle.write("log syslog all;\nprotocol device {}\n")
     cfg = bird_main.normalize(dict(EXAMPLE, config_dir=daemon.directory))
-    with pytest.raises(FabricError, match=r"is not podnet\.fabric's \(no owner mark\); set force: true"):
+    with pytest.raises(FabricError, match=r"is not podnet\.fabric.s \(no owner mark\) nor Debian.s untouched example"):
         bird_main.plan(daemon, "t1", cfg)
     assert bird_main.plan(daemon, "t1", cfg, force=True)[0].descriptions == ["write %s" % daemon.config]
     # absent leaves a file that is not podnet.fabric's alone
@@ -158,3 +162,39 @@ def test_foreign_file_needs_force_and_rejected_text_changes_nothing(tmp_path):
     line = bird_main.render(bad, "t1").splitlines().index("  accep;") + 1
     assert str(err.value).startswith("BIRD rejects the configuration: %s:%d:" % (daemon.config, line)) and str(err.value).endswith(": `accep;`")
     assert open(daemon.config).read() == "log syslog all;\nprotocol device {}\n"
+
+
+def test_debians_untouched_example_is_replaced_without_force_and_absent_leaves_foreign_bird_alone(tmp_path, monkeypatch):
+    daemon, systemctl = daemon_in(tmp_path), Systemctl(enabled=True, active=True)
+    example = tmp_path / "example.conf"
+    example.write_text("log syslog all;\nprotocol device {}\n")
+    monkeypatch.setattr(bird_main, "PACKAGE_DEFAULT", str(example))
+    os.makedirs(daemon.directory)
+    with open(daemon.config, "w") as handle:
+        handle.write(example.read_text())
+    cfg = bird_main.normalize(dict(EXAMPLE, config_dir=daemon.directory))
+    assert bird_main.plan(daemon, "t1", cfg)[0].descriptions == ["write %s" % daemon.config]
+    # edited by its user: no longer Debian's example, so force is needed again
+    with open(daemon.config, "a") as handle:
+        handle.write("# mine\n")
+    with pytest.raises(FabricError, match="nor Debian's untouched example"):
+        bird_main.plan(daemon, "t1", cfg)
+    # a BIRD that runs with a configuration that is not this owner's is not stopped by absent
+    absent = bird_main.normalize(dict(state="absent"))
+    assert not bird_main.plan(daemon, "t1", absent, run_host=systemctl, service="bird.service")[0].actions
+    assert systemctl.calls == [] or all(c[0] == "is-enabled" or c[0] == "is-active" for c in systemctl.calls)
+
+
+def test_absent_also_removes_the_owners_peers_file(tmp_path):
+    daemon, systemctl = daemon_in(tmp_path), Systemctl(enabled=True, active=False)
+    cfg = bird_main.normalize(dict(EXAMPLE, config_dir=daemon.directory))
+    bird_main.plan(daemon, "t1", cfg, run_host=systemctl, service="bird.service")[0].apply()
+    os.makedirs(daemon.directory, exist_ok=True)
+    peers = os.path.join(daemon.directory, "t1.conf")
+    other = os.path.join(daemon.directory, "t2.conf")
+    bird.write_private(peers, bird.render_file("t1", []))
+    bird.write_private(other, bird.render_file("t2", []))
+    plan = bird_main.plan(daemon, "t1", bird_main.normalize(dict(state="absent")), run_host=systemctl, service="bird.service")[0]
+    assert plan.descriptions == ["stop bird.service", "disable bird.service", "remove %s" % daemon.config, "remove %s" % peers]
+    plan.apply()
+    assert not os.path.exists(peers) and os.path.exists(other)
