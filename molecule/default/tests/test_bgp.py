@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from labcheck import ip_json
-from test_pod_network import PODS, converge, in_pod, netns, pod_ip
+from test_pod_network import PODS, in_pod, netns, pod_ip
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "lab"))
 import inventory as labinventory  # noqa: E402  (lab/inventory.py: variants of inventories/lab)
@@ -230,10 +230,12 @@ def no_stale_objects(host, mode):
 
 
 @pytest.mark.parametrize("mode", ["bgp", "vxlan", "bgp", "crosssubnet"])
-def test_switching_pod_routing_modes_keeps_pods_talking(host, record_property, mode):
+def test_switching_pod_routing_modes_keeps_pods_talking(host, record_property, tmp_path, mode):
+    # The switch is pod_routing's alone (BIRD's routes stay beneath in every mode): its play, not
+    # all of site.yml; molecule's converge and idempotence cover the whole.
     target = pod_ip(host, "web-3")
     pinger = Pinger(host, "tools-1", target)
-    rc, changed, out = converge("-e", "pod_routing_mode=%s" % mode)
+    rc, out = play(REPO / "inventories" / "lab", [("nodes", ["pod_routing"])], tmp_path, "-e", "pod_routing_mode=%s" % mode)
     gap = pinger.stop()
     assert rc == 0, out
     record_property("switch_to_%s_longest_gap_s" % mode, round(gap, 3))
@@ -257,6 +259,62 @@ def test_switching_pod_routing_modes_keeps_pods_talking(host, record_property, m
         assert "UDP" not in seen and "VXLAN" not in seen
 
 
+# --- Calico's other layouts: full mesh, route reflector --------------------------------------------------
+
+def calico_layout(tmp_path, layout):
+    """A variant of the lab in Calico's ``mesh`` (every node one AS, node-to-node mesh, no router)
+    or ``reflector`` layout (node1 reflects for node2 and node3, mesh off)."""
+    variant = labinventory.Variant()
+    for node in variant.nodes:
+        node["metadata"]["annotations"].pop("projectcalico.org/ASNumber", None)
+        if layout == "reflector" and node["metadata"]["name"] == "node1":
+            node["metadata"]["annotations"]["projectcalico.org/RouteReflectorClusterID"] = "244.0.0.1"
+            node["metadata"]["labels"]["route-reflector"] = "true"
+    inventory = variant.write(tmp_path / "inventory")
+    path = inventory / "manifests" / "bgp.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    items = [o for o in doc["items"] if o["kind"] != "BGPPeer"]
+    for o in items:
+        if o["kind"] == "BGPConfiguration":
+            o["spec"]["nodeToNodeMeshEnabled"] = layout == "mesh"
+    if layout == "reflector":
+        items.append({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "peer-with-reflectors"},
+                      "spec": {"nodeSelector": "!has(route-reflector)", "peerSelector": "has(route-reflector)"}})
+    doc["items"] = items
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return inventory
+
+
+def test_full_mesh_then_route_reflector_then_back_to_as_per_rack(host, tmp_path):
+    cidrs = node_cidrs(host)
+    try:
+        rc, out = play(calico_layout(tmp_path / "mesh", "mesh"), [("routers", ["tor_router"]), ("nodes", ["bgp"])], tmp_path)
+        assert rc == 0, out
+        for node in NODES:
+            want = sorted("Mesh_%s" % NODE_IP[n].replace(".", "_") for n in NODES if n != node)
+            assert sorted(bird_sessions(host, node)) == want and set(bird_sessions(host, node).values()) == {"Established"}
+        assert frr_peers(host) == {}
+        # iBGP across the router's segments: node3 learns node1's block with node1 as next hop
+        assert [r["dst"] for r in kernel_routes(host, "node3", "bird")] == sorted([cidrs["node1"], cidrs["node2"]])
+
+        rc, out = play(calico_layout(tmp_path / "rr", "reflector"), [("routers", ["tor_router"]), ("nodes", ["bgp"])], tmp_path)
+        assert rc == 0, out
+        assert bird_sessions(host, "node1") == {"Node_172_31_1_12": "Established", "Node_172_31_2_13": "Established"}
+        conf = host("node1").check_output("cat /etc/bird/podnet.d/bgp_speaker.conf")
+        assert conf.count("rr client;") == 2 and conf.count("rr cluster id 244.0.0.1;") == 2
+        for node in ("node2", "node3"):
+            assert bird_sessions(host, node) == {"Node_172_31_1_11": "Established"}, node
+        # node2 and node3 do not peer; each learns the other's block through the reflector
+        wait_for("routes reflected", lambda: sorted(r["dst"] for r in kernel_routes(host, "node3", "bird"))
+                 == sorted([cidrs["node1"], cidrs["node2"]]), 10)
+        assert cidrs["node3"] in [r["dst"] for r in kernel_routes(host, "node2", "bird")]
+    finally:
+        rc, out = play(REPO / "inventories" / "lab", [("routers", ["tor_router"]), ("nodes", ["bgp"])], tmp_path)
+    assert rc == 0, out
+    assert all_established(host) and sorted(frr_peers(host)) == sorted(NODE_IP.values())
+    assert bird_sessions(host, "node3") == {"Node_172_31_2_254": "Established"}
+
+
 # --- peers: removed, refused, wrong password ----------------------------------------------------------
 
 def test_a_peer_removed_from_the_inventory_disappears_from_bird(host, tmp_path):
@@ -266,7 +324,7 @@ def test_a_peer_removed_from_the_inventory_disappears_from_bird(host, tmp_path):
         assert rc == 0, out
         assert bird_sessions(host, "node1") == {"Node_172_31_1_254": "Established"}
         assert bird_sessions(host, "node2") == {"Node_172_31_1_254": "Established"}
-        assert "Node_172_31_1_12" not in host("node1").check_output("cat /etc/bird/podnet.d/bgp.conf")
+        assert "Node_172_31_1_12" not in host("node1").check_output("cat /etc/bird/podnet.d/bgp_speaker.conf")
     finally:
         rc, out = play(REPO / "inventories" / "lab", [("nodes", ["bgp"])], tmp_path)
     assert rc == 0, out
@@ -307,11 +365,11 @@ def test_a_bad_peer_fails_with_the_reason_and_running_sessions_stay_up(host, tmp
         return items
     inventory = variant_with(tmp_path, bad)
     since = dict((n, bird_since(host, n, "Node_%s" % TOR[n].replace(".", "_"))) for n in ("node1", "node2"))
-    before = dict((n, host(n).check_output("cat /etc/bird/podnet.d/bgp.conf")) for n in ("node1", "node2"))
+    before = dict((n, host(n).check_output("cat /etc/bird/podnet.d/bgp_speaker.conf")) for n in ("node1", "node2"))
     rc, out = play(inventory, [("nodes", ["bgp"])], tmp_path, "--limit", "node1,node2")
     assert rc != 0 and message in out, out
     for n in ("node1", "node2"):
-        assert host(n).check_output("cat /etc/bird/podnet.d/bgp.conf") == before[n]
+        assert host(n).check_output("cat /etc/bird/podnet.d/bgp_speaker.conf") == before[n]
         assert bird_sessions(host, n)["Node_%s" % TOR[n].replace(".", "_")] == "Established"
         assert bird_since(host, n, "Node_%s" % TOR[n].replace(".", "_")) == since[n], "%s's session was reset" % n
 
