@@ -6,7 +6,8 @@
 #   scripts/test.sh unit lint    only these stages
 #
 # Stages: unit (pure logic), integration (modules through ansible-playbook on real network
-# namespaces of this machine, once with Debian's pyroute2 0.7.2 and once with PyPI's 0.9.x),
+# namespaces of this machine, once with Debian's pyroute2 0.7.2 and once with PyPI's 0.9.x; tests
+# of modules that never use pyroute2 are marked single_target and run with Debian's python only),
 # sanity (ansible-test sanity, offline), lint (ansible-lint --profile production), molecule (the
 # whole cluster on the podman lab: create, converge site.yml, idempotence, testinfra, destroy).
 set -uo pipefail
@@ -16,7 +17,10 @@ bash scripts/setup.sh || { echo "[test] set-up failed" >&2; exit 1; }
 export PATH="$ROOT/.venv/bin:$PATH"
 
 stage_unit() { pytest -p no:cacheprovider -q tests/unit; }
-stage_integration() { pytest -p no:cacheprovider -q -n 2 tests/integration; }
+# loadgroup: the cases a test module batches into one playbook (xdist_group marks, conftest's
+# batched_cases) stay on one worker, so the batch runs once; every other test is handed out one
+# by one as with the default "load".
+stage_integration() { pytest -p no:cacheprovider -q -n 2 --dist loadgroup tests/integration; }
 stage_sanity() { bash scripts/sanity.sh; }
 stage_lint() { bash scripts/lint.sh; }
 stage_molecule() { bash scripts/molecule.sh test; }

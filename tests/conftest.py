@@ -7,6 +7,7 @@ with the code under test.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -123,6 +124,56 @@ def ansible_env(**extra):
     return env
 
 
+def run_playbook(tasks, target_python, path, check=False, diff=False, extra_args=()):
+    """Run a list of tasks (plain dicts, module calls) on localhost with ``target_python``, the
+    play written to ``path``; returns a PlaybookRun."""
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]
+    path.write_text(json.dumps(play, indent=1))
+    cmd = [
+        str(VENV_BIN / "ansible-playbook"),
+        "-i", "localhost,",
+        "-c", "local",
+        "-e", "ansible_python_interpreter=%s" % target_python,
+        str(path),
+    ]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    cmd += list(extra_args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ansible_env(), check=False)
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("ansible-playbook printed no JSON (rc=%d):\n%s\n%s" % (proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:]))
+    results = []
+    for p in doc["plays"]:
+        for t in p["tasks"]:
+            res = t["hosts"].get("localhost", {})
+            res["_task"] = t["task"]["name"]
+            results.append(res)
+    return PlaybookRun(proc, results)
+
+
+def run_independent_tasks(tasks, target_python, path):
+    """Tasks that do not depend on each other (each acts only in namespaces of its own) in one
+    ansible-playbook run instead of one run each: every task gets ``ignore_errors`` so that one
+    failing does not stop the next. Returns the per-task results, in order: a task's own
+    ``failed``/``msg`` say what a playbook of that task alone would have said."""
+    run = run_playbook([dict(t, ignore_errors=True) for t in tasks], target_python, path)
+    assert len(run.results) == len(tasks), run
+    return run.results
+
+
+def run_cases(prepared, observe, target_python, path):
+    """``prepared``: [(state, task)], one per case, each case with namespaces of its own. Every
+    task runs in one playbook (run_independent_tasks); returns [(task result, observe(state)
+    before, observe(state) after)], in order."""
+    before = [observe(state) for state, _task in prepared]
+    results = run_independent_tasks([task for _state, task in prepared], target_python, path)
+    return [(res, was, observe(state)) for (state, _task), was, res in zip(prepared, before, results)]
+
+
 @pytest.fixture
 def playbook(tmp_path, target_python):
     """Run a list of tasks on localhost with the target interpreter; returns a PlaybookRun.
@@ -133,52 +184,61 @@ def playbook(tmp_path, target_python):
 
     def run(tasks, check=False, diff=False, extra_args=()):
         counter["n"] += 1
-        play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]
-        path = tmp_path / ("play%d.yml" % counter["n"])
-        path.write_text(json.dumps(play, indent=1))
-        cmd = [
-            str(VENV_BIN / "ansible-playbook"),
-            "-i", "localhost,",
-            "-c", "local",
-            "-e", "ansible_python_interpreter=%s" % target_python,
-            str(path),
-        ]
-        if check:
-            cmd.append("--check")
-        if diff:
-            cmd.append("--diff")
-        cmd += list(extra_args)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=ansible_env(), check=False)
-        try:
-            doc = json.loads(proc.stdout)
-        except ValueError:
-            raise AssertionError("ansible-playbook printed no JSON (rc=%d):\n%s\n%s" % (proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:]))
-        results = []
-        for p in doc["plays"]:
-            for t in p["tasks"]:
-                res = t["hosts"].get("localhost", {})
-                res["_task"] = t["task"]["name"]
-                results.append(res)
-        return PlaybookRun(proc, results)
+        return run_playbook(tasks, target_python, tmp_path / ("play%d.yml" % counter["n"]), check=check, diff=diff,
+                            extra_args=extra_args)
 
     return run
 
 
+_BATCHED = {}
+
+
 @pytest.fixture
-def netns_factory():
-    """Create throw-away network namespaces; all are deleted at teardown, pass or fail."""
+def batched_cases(request, target_python, tmp_path_factory):
+    """The test module's ``compute_batched_cases(target_python, tmp_path_factory)`` once per
+    target interpreter (and xdist worker), whatever order the items run in (the session-scoped
+    ``target_python`` parameter interleaves modules, so a module-scoped fixture would be set up
+    again and again): for the cases of a parametrized test whose set-ups and module calls are
+    batched into one playbook (run_cases). It removes what it made itself (netns_pool) and
+    returns plain data; each case's test item asserts on its own part. A failure is kept and
+    raised again for every case."""
+    key = (request.module.__name__, target_python)
+    if key not in _BATCHED:
+        try:
+            _BATCHED[key] = (True, request.module.compute_batched_cases(target_python, tmp_path_factory))
+        except Exception as exc:  # pylint: disable=broad-except
+            _BATCHED[key] = (False, exc)
+    ok, value = _BATCHED[key]
+    if not ok:
+        raise value
+    return value
+
+
+@contextlib.contextmanager
+def netns_pool():
+    """``with netns_pool() as make``: ``make(prefix)`` creates a throw-away network namespace;
+    all are deleted when the block ends, pass or fail (for fixtures of any scope)."""
     made = []
 
     def make(prefix="pnt-"):
         name = unique(prefix)
         sh("ip", "netns", "add", name)
-        sh("ip", "link", "set", "lo", "up", netns=name)
         made.append(name)
+        sh("ip", "link", "set", "lo", "up", netns=name)
         return name
 
-    yield make
-    for name in made:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+    try:
+        yield make
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def netns_factory():
+    """Create throw-away network namespaces; all are deleted at teardown, pass or fail."""
+    with netns_pool() as make:
+        yield make
 
 
 @pytest.fixture

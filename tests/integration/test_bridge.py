@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ip_json, sh, snapshot
+from conftest import ip_json, netns_pool, run_cases, sh, snapshot
 
 
 def link(ns, name):
@@ -135,7 +135,7 @@ def test_kernel_refusal_mid_plan_rolls_back_everything(playbook, netns):
     assert snapshot(netns) == before
 
 
-@pytest.mark.parametrize("bridge,setup,message", [
+BAD = [
     ({"name": "cni0-is-far-too-long"}, None, "bridge cni0-is-far-too-long: name is 20 characters, the kernel allows at most 15"),
     ({"name": "cni0", "addresses": ["10.244.1.300/24"]}, None, "bridge cni0: '10.244.1.300/24' is not a valid IP address with prefix (e.g. 10.244.1.1/24)"),
     ({"name": "cni0", "addresses": ["10.244.1.1/24"], "ports": ["nosuch0"]}, None, "bridge cni0: port nosuch0 does not exist"),
@@ -145,17 +145,32 @@ def test_kernel_refusal_mid_plan_rolls_back_everything(playbook, netns):
      "bridge userbr: a bridge link of that name exists and is not podnet.fabric's (alias None); remove it or pick another name"),
     ({"name": "cni0", "mtu": 20}, None, "bridge cni0: mtu 20 is outside 68..65535"),
     ({"name": "cni0", "mac": "01:00:5e:00:00:01"}, None, "bridge cni0: 01:00:5e:00:00:01 is a multicast MAC address"),
-])
-def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, netns, bridge, setup, message):
-    if setup:
-        sh("ip", "-n", netns, *setup)
-    before = snapshot(netns)
-    # A valid bridge first in the list proves nothing is applied when a later entry is bad.
-    r = playbook([{"podnet.fabric.bridge": {"netns": netns, "owner": "itest-a", "bridges": [{"name": "okbr0", "addresses": ["10.1.0.1/24"]}, bridge]}}])
-    assert r.failed
-    assert r.last["msg"] == message
-    assert "\n" not in r.last["msg"]
-    assert snapshot(netns) == before
+]
+
+
+def compute_batched_cases(target_python, tmp_path_factory):
+    """Each BAD case in a namespace of its own, the module called once per case, all the calls in
+    one playbook (conftest.run_cases): [(task result, snapshot before, after)]."""
+    with netns_pool() as make:
+        prepared = []
+        for bridge, setup, _message in BAD:
+            ns = make()
+            if setup:
+                sh("ip", "-n", ns, *setup)
+            # A valid bridge first in the list proves nothing is applied when a later entry is bad.
+            prepared.append((ns, {"podnet.fabric.bridge": {"netns": ns, "owner": "itest-a", "bridges": [
+                {"name": "okbr0", "addresses": ["10.1.0.1/24"]}, bridge]}}))
+        return run_cases(prepared, snapshot, target_python, tmp_path_factory.mktemp("bridge-bad-input") / "play.yml")
+
+
+@pytest.mark.xdist_group("bridge-bad-input")
+@pytest.mark.parametrize("case", range(len(BAD)))
+def test_bad_input_fails_with_one_line_and_changes_nothing(batched_cases, case):
+    result, before, after = batched_cases[case]
+    assert result.get("failed"), result
+    assert result["msg"] == BAD[case][2]
+    assert "\n" not in result["msg"]
+    assert after == before
 
 
 def test_missing_netns_is_an_error(playbook):

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ip_json, sh, snapshot, unique
+from conftest import ip_json, netns_pool, run_cases, sh, snapshot, unique
 
 # Fixed owner names: route protocols are registered host-wide (/etc/iproute2/rt_protos.d), and
 # the registry has only 30 numbers. Their routes live only in the tests' own namespaces.
@@ -268,17 +268,29 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("bad,setup,message", BAD, ids=[str(i) for i in range(len(BAD))])
-def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, netns, bad, setup, message):
-    lab(netns)
-    for argv in setup or []:
-        sh("ip", "-n", netns, *argv)
-    before = snapshot(netns)
-    # A valid route first in the list proves nothing is left behind when a later entry is bad.
-    r = playbook([task(netns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}] + bad)])
-    assert r.failed, r
-    assert r.last["msg"] == (message % registered(OTHER) if "%s" in message else message)
-    assert snapshot(netns) == before
+def compute_batched_cases(target_python, tmp_path_factory):
+    """Each BAD case in a namespace of its own, the module called once per case, all the calls in
+    one playbook (conftest.run_cases): [(task result, snapshot before, after)]."""
+    with netns_pool() as make:
+        prepared = []
+        for bad, setup, _message in BAD:
+            ns = make()
+            lab(ns)
+            for argv in setup or []:
+                sh("ip", "-n", ns, *argv)
+            # A valid route first in the list proves nothing is left behind when a later entry is bad.
+            prepared.append((ns, task(ns, [{"dest": "10.5.0.0/24", "gateway": "10.0.0.2"}] + bad)))
+        return run_cases(prepared, snapshot, target_python, tmp_path_factory.mktemp("route-bad-input") / "play.yml")
+
+
+@pytest.mark.xdist_group("route-bad-input")
+@pytest.mark.parametrize("case", range(len(BAD)))
+def test_bad_input_fails_with_one_line_and_changes_nothing(batched_cases, case):
+    message = BAD[case][2]
+    result, before, after = batched_cases[case]
+    assert result.get("failed"), result
+    assert result["msg"] == (message % registered(OTHER) if "%s" in message else message)
+    assert after == before
 
 
 def registered(owner):

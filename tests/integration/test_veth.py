@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ip_json, sh, snapshot
+from conftest import ip_json, netns_pool, run_cases, run_independent_tasks, sh, snapshot
 
 A, B = "itest-a", "itest-b"
 
@@ -179,7 +179,7 @@ def test_kernel_refusal_on_the_nth_veth_rolls_back_everything(playbook, netns_fa
     assert snapshot(node, p1, p2, p3) == before
 
 
-@pytest.mark.parametrize("entry,setup,message", [
+BAD = [
     ({"name": "veth-name-too-long", "peer_netns": "{pod}"}, None, "veth veth-name-too-long: name is 18 characters, the kernel allows at most 15"),
     ({"name": "vbad0", "peer_netns": "pnt-no-such-pod"}, None, "veth vbad0: peer netns pnt-no-such-pod does not exist"),
     ({"name": "vbad0", "peer_netns": "{pod}", "bridge": "nobr0"}, None, "veth vbad0: bridge nobr0 does not exist"),
@@ -189,17 +189,37 @@ def test_kernel_refusal_on_the_nth_veth_rolls_back_everything(playbook, netns_fa
     ({"name": "vbad0", "peer_netns": "{pod}", "hairpin": True}, None, "veth vbad0: hairpin needs a bridge"),
     ({"name": "vbad0", "peer_netns": "{pod}"}, ["link", "add", "eth0", "type", "bridge"],
      "veth vbad0: peer name eth0 is taken in netns {pod} by a bridge link not owned by podnet.fabric"),
-])
-def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, netns_factory, entry, setup, message):
-    node, pod = netns_factory("pnt-node-"), netns_factory("pnt-pod-")
-    assert not playbook([bridge_task(node)]).failed  # cni0 exists
-    if setup:
-        sh("ip", "-n", pod, *setup)
-    entry = dict((k, v.replace("{pod}", pod) if isinstance(v, str) else v) for k, v in entry.items())
-    before = snapshot(node, pod)
-    other = netns_factory("pnt-pod-")
-    r = playbook([veth_task(node, [{"name": "vok0", "peer_netns": other, "addresses": ["10.244.1.9/24"], "bridge": "cni0"}, entry])])
-    assert r.failed
-    assert r.last["msg"] == message.replace("{pod}", pod)
-    assert snapshot(node, pod) == before
-    assert not [lk for lk in ip_json("link", netns=other) if lk["ifname"] == "eth0"]
+]
+
+
+def compute_batched_cases(target_python, tmp_path_factory):
+    """Each BAD case with a node, a pod and another pod of its own, the module called once per
+    case, all the calls in one playbook (conftest.run_cases), after one playbook that gave every
+    node its cni0: [(task result, snapshot before, after, the other pod's links, pod)]."""
+    tmp = tmp_path_factory.mktemp("veth-bad-input")
+    with netns_pool() as make:
+        nodes = [make("pnt-node-") for _case in BAD]
+        ready = run_independent_tasks([bridge_task(node) for node in nodes], target_python, tmp / "bridges.yml")
+        assert not [r for r in ready if r.get("failed")], ready  # cni0 exists
+        prepared, others = [], []
+        for node, (entry, setup, _message) in zip(nodes, BAD):
+            pod, other = make("pnt-pod-"), make("pnt-pod-")
+            if setup:
+                sh("ip", "-n", pod, *setup)
+            entry = dict((k, v.replace("{pod}", pod) if isinstance(v, str) else v) for k, v in entry.items())
+            others.append(other)
+            prepared.append(((node, pod), veth_task(node, [
+                {"name": "vok0", "peer_netns": other, "addresses": ["10.244.1.9/24"], "bridge": "cni0"}, entry])))
+        runs = run_cases(prepared, lambda state: snapshot(*state), target_python, tmp / "play.yml")
+        return [(res, before, after, ip_json("link", netns=other), state[1])
+                for (res, before, after), other, (state, _task) in zip(runs, others, prepared)]
+
+
+@pytest.mark.xdist_group("veth-bad-input")
+@pytest.mark.parametrize("case", range(len(BAD)))
+def test_bad_input_fails_with_one_line_and_changes_nothing(batched_cases, case):
+    result, before, after, other_links, pod = batched_cases[case]
+    assert result.get("failed"), result
+    assert result["msg"] == BAD[case][2].replace("{pod}", pod)
+    assert after == before
+    assert not [lk for lk in other_links if lk["ifname"] == "eth0"]

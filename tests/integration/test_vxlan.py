@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import ip_json, sh, snapshot
+from conftest import ip_json, netns_pool, run_cases, sh, snapshot
 
 MAC = {1: "0a:58:00:00:01:01", 2: "0a:58:00:00:02:01"}
 UNDERLAY = {1: "192.168.77.1", 2: "192.168.77.2"}
@@ -329,18 +329,35 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("change,setup,message", BAD, ids=[str(i) for i in range(len(BAD))])
-def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, nodes, change, setup, message):
-    ns = nodes[1]
-    for argv in setup or []:
-        sh("ip", "-n", ns, *argv)
-    before = snap(ns)
-    ok = {"name": "vx.ok", "vni": 77, "local": UNDERLAY[1], "dev": "eth1"}  # valid, listed first
-    bad = dict({"name": "flannel.1", "vni": 1, "port": 8472, "local": UNDERLAY[1], "dev": "eth1"}, **change)
-    r = playbook([vx(ns, [ok, bad])])
-    assert r.failed, r
-    assert r.last["msg"] == message
-    assert snap(ns) == before
+def compute_batched_cases(target_python, tmp_path_factory):
+    """Each BAD case on a node pair of its own (the ``nodes`` set-up), the module called once per
+    case on node 1, all the calls in one playbook (conftest.run_cases): [(task result, snap
+    before, after)]."""
+    with netns_pool() as make:
+        pairs = []
+        try:
+            prepared = []
+            for change, setup, _message in BAD:
+                nodes = _underlay(make("pnt-n1-"), make("pnt-n2-"))
+                pairs.append(nodes)
+                for argv in setup or []:
+                    sh("ip", "-n", nodes[1], *argv)
+                ok = {"name": "vx.ok", "vni": 77, "local": UNDERLAY[1], "dev": "eth1"}  # valid, listed first
+                bad = dict({"name": "flannel.1", "vni": 1, "port": 8472, "local": UNDERLAY[1], "dev": "eth1"}, **change)
+                prepared.append((nodes[1], vx(nodes[1], [ok, bad])))
+            return run_cases(prepared, snap, target_python, tmp_path_factory.mktemp("vxlan-bad-input") / "play.yml")
+        finally:
+            for nodes in pairs:
+                remove_records(nodes[1], nodes[2])
+
+
+@pytest.mark.xdist_group("vxlan-bad-input")
+@pytest.mark.parametrize("case", range(len(BAD)))
+def test_bad_input_fails_with_one_line_and_changes_nothing(batched_cases, case):
+    result, before, after = batched_cases[case]
+    assert result.get("failed"), result
+    assert result["msg"] == BAD[case][2]
+    assert after == before
 
 
 def test_missing_netns_is_an_error(playbook):
