@@ -17,7 +17,7 @@ Run after ``scripts/lab.sh up`` (``PODNET_LAB`` names the lab, default ``podnet`
 2. Withdrawal at the router when a node dies: node3's link is cut (``ip link set eth0 down``
    inside it: no TCP reset, no BGP notification); a loop on the router polls its own table every
    10 ms until node3's block is gone. ``--runs`` times with BFD (the lab's settings, 100 ms x 3),
-   then once without BFD (bgp_bfd=false on the node, tor_router_bfd off on the router), capped
+   then once without BFD (bgp_bfd=false on the nodes, tor_router_bfd_enabled=false on the router), capped
    at ``--no-bfd-cap`` seconds (the hold time decides then). Target with BFD <= 0.5 s.
 3. Throughput: iperf3 (10 s, TCP) from pod tools-1 (node1, rack A) to a server in pod web-3
    (node3, rack B) with pod_routing_mode=bgp (native routes through the router, no
@@ -191,7 +191,7 @@ def main(argv=None):
     worst = max(bfd)
     print("   with BFD: worst %.3f s, median %.3f s; target <= 0.5 s: %s" % (
         worst, statistics.median(bfd), "met" if worst <= 0.5 else "MISSED"))
-    play([("routers", ["tor_router"]), ("nodes", ["bgp"])], logdir, "no-bfd", "-e", "bgp_bfd=false", "-e", "tor_router_bfd=null")
+    play([("routers", ["tor_router"]), ("nodes", ["bgp"])], logdir, "no-bfd", "-e", "bgp_bfd=false", "-e", "tor_router_bfd_enabled=false")
     try:
         t = withdrawal(args.no_bfd_cap)
         print("   without BFD: %s (the BGP hold time decides)" % ("%.1f s" % t if t is not None else "> %.0f s" % args.no_bfd_cap))
