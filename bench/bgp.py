@@ -27,7 +27,6 @@ Run after ``scripts/lab.sh up`` (``PODNET_LAB`` names the lab, default ``podnet`
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import re

@@ -385,8 +385,10 @@ def test_cutting_a_nodes_link_withdraws_its_routes_at_the_router_within_a_second
                         "date +%%s.%%N > /tmp/podnet-withdraw' > /dev/null 2>&1 &" % cidr3)
     try:
         cut = float(node3.check_output("date +%s.%N; ip link set eth0 down").split()[0])
-        gone = float(wait_for("node3's block withdrawn at the router",
-                              lambda: router.run("cat /tmp/podnet-withdraw").stdout.strip(), 5, 0.05))
+
+        def withdrawn():
+            return router.run("cat /tmp/podnet-withdraw").stdout.strip()
+        gone = float(wait_for("node3's block withdrawn at the router", withdrawn, 5, 0.05))
         record_property("withdrawal_s", round(gone - cut, 3))
         assert gone - cut < 1.0, "the router kept node3's routes %.2f s" % (gone - cut)
         assert nexthops(router_route(host, lb_ip(host, "web-bgp") + "/32")) == [NODE_IP["node1"], NODE_IP["node2"]]
