@@ -68,3 +68,20 @@ options:
     type: bool
     default: false
 """
+
+    # The modules that drive a BIRD 2 daemon (calico_bgp_peer, bird_config).
+    BIRD = r"""
+options:
+  socket:
+    description: BIRD's control socket.
+    type: path
+    default: /run/bird/bird.ctl
+  bird:
+    description: The C(bird) binary (used as C(bird -p -c) to validate).
+    type: path
+    default: bird
+  birdc:
+    description: The C(birdc) binary.
+    type: path
+    default: birdc
+"""

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 
-from ansible_collections.podnet.fabric.plugins.module_utils import netns_exec
+from ansible_collections.podnet.fabric.plugins.module_utils import files, netns_exec
 from ansible_collections.podnet.fabric.plugins.module_utils.owner import mark
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
 
@@ -507,12 +507,7 @@ def _block_at(lines, number):
     return name
 
 
-def read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+read = files.read
 
 
 def write_private(path, text):

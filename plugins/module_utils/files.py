@@ -8,6 +8,19 @@ import contextlib
 import json
 import os
 
+from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
+
+
+def read(path):
+    """A text file's content, None when it does not exist; any other failure is one line."""
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FabricError("%s: cannot be read (%s)" % (path, exc.strerror or exc))
+
 
 def write_atomic(path, data, mode=0o600):
     """Write ``data`` (bytes) to ``path`` through a temporary file and a rename; None removes it."""

@@ -72,6 +72,7 @@ import re
 import tempfile
 import time
 
+from ansible_collections.podnet.fabric.plugins.module_utils import files
 from ansible_collections.podnet.fabric.plugins.module_utils import owner as _owner
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
 
@@ -684,14 +685,7 @@ def parse_delta(text, secrets=()):
 
 # --- ownership and files ------------------------------------------------------------------------------
 
-def read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise FabricError("%s: cannot be read (%s)" % (path, exc.strerror or exc))
+read = files.read
 
 
 def claim(path, text, owner, force, kind):

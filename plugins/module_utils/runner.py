@@ -109,6 +109,20 @@ def run_module(argument_spec, build, netns=True, owner=True, pyroute2=True, summ
                      warn=module.warn, with_owner=owner, persist_as=persist_as)
     if summarise is not None:
         result["invocation"] = {"module_args": summarise(module.params)}
+    finish(module, result)
+
+
+def finish(module, result, report=None):
+    """Exit the module with the runner's ``result``. ``report(module, result)``, called after a
+    plan that did not fail (a daemon's sessions, waited for), adds to the result and returns an
+    error message or None."""
+    if report is not None and not result.get("failed"):
+        try:
+            error = report(module, result)
+        except FabricError as exc:
+            error = str(exc)
+        if error:
+            result.update(failed=True, msg=error)
     if result.get("failed"):
         msg = result.pop("msg")
         result.pop("failed")

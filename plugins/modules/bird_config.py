@@ -47,6 +47,7 @@ extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
   - podnet.fabric.attributes.OWNER
+  - podnet.fabric.attributes.BIRD
 requirements:
   - BIRD 2 (Debian package bird2) on the target
   - pyroute2 on the target for I(state=absent) (Debian python3-pyroute2)
@@ -163,18 +164,6 @@ options:
     description: The peers' directory (M(podnet.fabric.calico_bgp_peer)'s I(config_dir)), included at the end.
     type: path
     default: /etc/bird/podnet.d
-  socket:
-    description: BIRD's control socket.
-    type: path
-    default: /run/bird/bird.ctl
-  bird:
-    description: The C(bird) binary (used as C(bird -p -c) to validate).
-    type: path
-    default: bird
-  birdc:
-    description: The C(birdc) binary.
-    type: path
-    default: birdc
 """
 
 EXAMPLES = r"""
@@ -234,7 +223,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.podnet.fabric.plugins.module_utils import bird, bird_main, netns_exec
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
-from ansible_collections.podnet.fabric.plugins.module_utils.runner import Context, execute, module_spec
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import Context, execute, finish, module_spec
 
 ARGUMENT_SPEC = dict(
     state=dict(type="str", choices=["present", "absent"], default="present"),
@@ -284,10 +273,11 @@ def main():
         from ansible_collections.podnet.fabric.plugins.module_utils.netlink import core
         core.require_pyroute2(module)
     result = execute(module.params, build, check_mode=module.check_mode, diff=module._diff, warn=module.warn)
-    if result.get("failed"):
-        msg = result.pop("msg")
-        result.pop("failed")
-        module.fail_json(msg=msg, **result)
+    finish(module, result, report_routes)
+
+
+def report_routes(module, result):
+    """BIRD's route counts, when it runs (a failure to read them is only a warning)."""
     ctx = Context(module.params, check_mode=module.check_mode)
     if not ctx.netns_missing():
         daemon = bird.daemon(ctx)
@@ -296,7 +286,7 @@ def main():
                 result["routes"] = bird_main.parse_route_count(daemon.birdc("show", "route", "count"))
         except FabricError as exc:
             module.warn("birdc show route count: %s" % exc)
-    module.exit_json(**result)
+    return None
 
 
 if __name__ == "__main__":

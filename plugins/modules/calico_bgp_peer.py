@@ -34,6 +34,7 @@ extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
   - podnet.fabric.attributes.OWNER
+  - podnet.fabric.attributes.BIRD
 requirements:
   - BIRD 2 (Debian package bird2) on the target, its daemon started with I(config)
 notes:
@@ -166,18 +167,6 @@ options:
     description: The directory the collection owns for the owners' peer files.
     type: path
     default: /etc/bird/podnet.d
-  socket:
-    description: BIRD's control socket.
-    type: path
-    default: /run/bird/bird.ctl
-  bird:
-    description: The C(bird) binary (used as C(bird -p -c) to validate).
-    type: path
-    default: bird
-  birdc:
-    description: The C(birdc) binary.
-    type: path
-    default: birdc
   wait:
     description: Wait until every declared session is Established (not in check mode).
     type: bool
@@ -253,7 +242,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.podnet.fabric.plugins.module_utils import bird
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
-from ansible_collections.podnet.fabric.plugins.module_utils.runner import Context, execute, module_spec
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import Context, execute, finish, module_spec
 
 ARGUMENT_SPEC = dict(
     peers=dict(type="list", elements="dict", required=True, options=dict(
@@ -325,18 +314,7 @@ def report_sessions(module, result):
 def main():
     module = AnsibleModule(argument_spec=module_spec(ARGUMENT_SPEC), supports_check_mode=True)
     result = execute(module.params, build, check_mode=module.check_mode, diff=module._diff, warn=module.warn)
-    if not result.get("failed"):
-        try:
-            error = report_sessions(module, result)
-        except FabricError as exc:
-            error = str(exc)
-        if error:
-            result.update(failed=True, msg=error)
-    if result.get("failed"):
-        msg = result.pop("msg")
-        result.pop("failed")
-        module.fail_json(msg=msg, **result)
-    module.exit_json(**result)
+    finish(module, result, report_sessions)
 
 
 if __name__ == "__main__":

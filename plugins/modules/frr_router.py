@@ -260,8 +260,7 @@ sessions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.podnet.fabric.plugins.module_utils import frr
-from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError
-from ansible_collections.podnet.fabric.plugins.module_utils.runner import Context, execute, module_spec
+from ansible_collections.podnet.fabric.plugins.module_utils.runner import Context, execute, finish, module_spec
 
 ARGUMENT_SPEC = dict(
     router=dict(type="dict", required=True, options=dict(
@@ -360,18 +359,7 @@ def report_sessions(module, result):
 def main():
     module = AnsibleModule(argument_spec=module_spec(ARGUMENT_SPEC, netns=False), supports_check_mode=True)
     result = execute(module.params, build, check_mode=module.check_mode, diff=module._diff, warn=module.warn)
-    if not result.get("failed"):
-        try:
-            error = report_sessions(module, result)
-        except FabricError as exc:
-            error = str(exc)
-        if error:
-            result.update(failed=True, msg=error)
-    if result.get("failed"):
-        msg = result.pop("msg")
-        result.pop("failed")
-        module.fail_json(msg=msg, **result)
-    module.exit_json(**result)
+    finish(module, result, report_sessions)
 
 
 if __name__ == "__main__":
