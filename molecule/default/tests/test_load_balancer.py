@@ -176,6 +176,9 @@ def test_removing_the_pool_withdraws_every_vip_and_restoring_it_brings_them_back
     doc = yaml.safe_load(path.read_text())
     doc["items"] = [o for o in doc["items"] if o["kind"] == "Service"]      # no pool, no advertisement
     path.write_text(yaml.safe_dump(doc))
+    # nor the BGP pool (manifests/bgp.yaml; its Services ask for it): no pool at all, so every
+    # LoadBalancer keeps only what it requests
+    (inventory / "manifests" / "bgp.yaml").unlink()
     try:
         rc, out = apply_services(inventory, tmp_path)
         assert rc == 0, out
