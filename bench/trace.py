@@ -63,7 +63,7 @@ def measure(n, repeat):
     if not str(result["packet"]["dst"]).startswith("10.244."):
         raise SystemExit("%d services: the trace did not reach an endpoint: %s" % (n, result.get("reason")))
     warm = []
-    for _ in range(repeat):
+    for _round in range(repeat):
         start = time.perf_counter()
         trace_node(dict(state), packet, endpoint="last")
         warm.append(time.perf_counter() - start)
