@@ -14,7 +14,10 @@
      "fdb": {"flannel.1": {"aa:bb:..": "172.31.1.13"}},         # VXLAN FDB: mac -> remote
      "vxlan": {"flannel.1": {"vni": 1, "port": 8472, "local": "172.31.1.11", "dev": "eth0"}},
      "ip_forward": True,
-     "recent": {"KUBE-SEP-X": ["10.244.1.5"]}}      # -m recent history (session affinity)
+     "recent": {"KUBE-SEP-X": ["10.244.1.5"]},      # -m recent history (session affinity)
+     "links": {"veth1a2b": {"index": 7, "kind": "veth", "mac": "..", "master": "cni0",
+                            "peer_index": 2, "peer_netnsid": 0}},   # optional: the L2 steps
+     "host": "node1", "netns": "pod-default-web-1"}  # optional: where it was read (not used here)
 
 and answers what the routing code and the rules ask: the route for a destination, address types,
 the address an interface would masquerade to. Policy routing rules are not read: the default
@@ -153,7 +156,8 @@ def _fdb(value):
 class NodeState(object):
     """A node's state ready for tracing (see the module docstring for the input)."""
 
-    def __init__(self, name, tables, routes, addresses, neighbours, fdb, vxlan, ip_forward=True, recent=None):
+    def __init__(self, name, tables, routes, addresses, neighbours, fdb, vxlan, ip_forward=True, recent=None,
+                 links=None):
         self.name = name
         self.tables = tables          # {table: {chain: (policy, [rule text])}}
         self.routes = routes          # [Route]
@@ -162,6 +166,7 @@ class NodeState(object):
         self.fdb = fdb                # {dev: {mac: remote ip}}
         self.vxlan = vxlan            # {dev: {vni, port, local, dev}}
         self.ip_forward = ip_forward
+        self.links = links or {}      # {dev: {index, kind, mac, master, peer_index, ...}}
         self.recent = dict((k, set(v)) for k, v in (recent or {}).items())
         self._compiled = {}
         self._local = None
@@ -172,7 +177,7 @@ class NodeState(object):
         if isinstance(data, NodeState):
             return data
         unknown = set(data) - {"name", "iptables", "routes", "addresses", "neighbours", "fdb", "vxlan",
-                               "ip_forward", "recent"}
+                               "ip_forward", "recent", "links", "host", "netns"}
         if unknown:
             raise FabricError("node state %s: unknown key(s) %s" % (data.get("name"), ", ".join(sorted(unknown))))
         tables = {}
@@ -181,7 +186,8 @@ class NodeState(object):
         routes = [r for r in (route_from(o) for o in data.get("routes") or []) if r is not None]
         return cls(data.get("name") or "node", tables, routes, _addresses(data.get("addresses") or {}),
                    _neighbours(data.get("neighbours") or {}), _fdb(data.get("fdb") or {}),
-                   dict(data.get("vxlan") or {}), data.get("ip_forward", True), data.get("recent"))
+                   dict(data.get("vxlan") or {}), data.get("ip_forward", True), data.get("recent"),
+                   dict(data.get("links") or {}))
 
     # --- iptables ------------------------------------------------------------------------------
 
