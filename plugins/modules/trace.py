@@ -35,9 +35,12 @@ author:
   - podnet.fabric developers (@podnet)
 options:
   dst:
-    description: The packet's destination address (a ClusterIP, a node address, a pod, a VIP ...).
+    description:
+      - The packet's destination address (a ClusterIP, a node address, a pod, a VIP ...).
+      - Omitted, nothing is traced and only the state is read (O(return_state) must be true) - the
+        first step of playbooks/trace.yml, which resolves names (a Service, a DNS name, a pod, a
+        NodePort) from every host's state on the controller (filter P(podnet.fabric.trace_request#filter)).
     type: str
-    required: true
   dport:
     description: Destination port (required for tcp, udp and sctp).
     type: int
@@ -82,6 +85,19 @@ options:
     description: Also return the state read (RV(state)), to pass to another node's O(peers).
     type: bool
     default: false
+  host:
+    description:
+      - This machine's name in the trace (default its host name). The namespaces of one machine
+        share it, which is how a pod's veth is matched to its node's bridge port; give the
+        inventory name when O(peers) were read under it (playbooks/trace.yml does).
+    type: str
+  namespaces:
+    description:
+      - Other network namespaces of this host to read as well, by the name they get in the trace
+        (for example a pod's C(default/web-1) -> its namespace C(pod-default-web-1)); returned in
+        RV(states) with O(return_state). A missing namespace is skipped and listed in RV(missing).
+    type: dict
+    default: {}
   iptables_flavour:
     description: Which iptables to read; C(auto) detects it as kube-proxy does.
     type: str
@@ -132,33 +148,37 @@ EXAMPLES = r"""
 RETURN = r"""
 verdict:
   description: How the trace ends - delivered, forwarded, dropped, rejected, no route, cannot evaluate.
-  returned: always
+  returned: when O(dst) is given
   type: str
   sample: forwarded
 reason:
   description: Why, in one line (the last node's).
-  returned: always
+  returned: when O(dst) is given
   type: str
   sample: out of flannel.1 to 10.244.3.0
 hops:
   description:
-    - Every hop in order, each with C(node) and C(kind) (rule, policy, return, route, encap).
+    - Every hop in order, each with C(node) and C(kind) (rule, policy, return, route, encap, bridge);
+      C(outer) is true on the hops of the VXLAN packet carrying the traced one.
+    - A bridge hop is the step between a node's bridge and a pod's veth on the same host (with
+      O(namespaces) or peers read there) - C(dev) (the bridge), C(port) (the node's veth), C(peer)
+      (the pod's end), C(mac), C(direction) in or out.
     - A rule hop has C(table), C(chain), C(rule_number), C(rule) (as iptables-save prints it),
       C(comment), C(target), C(verdict) (for example C(jump KUBE-SVC-...), C(DNAT to 10.244.1.10:53),
       C(REJECT icmp-port-unreachable)); the rule of an endpoint choice adds C(probability),
       C(chance) and C(alternatives) (each C(rule_number), C(chance), C(leads_to)); an affinity
       rule adds C(affinity).
-  returned: always
+  returned: when O(dst) is given
   type: list
   elements: dict
 traces:
   description: One entry per node passed, with C(node), C(verdict), C(reason), C(hops), C(packet) (as it left) and C(exit).
-  returned: always
+  returned: when O(dst) is given
   type: list
   elements: dict
 text:
   description: The trace as human-readable lines, one per hop, then each node's outcome.
-  returned: always
+  returned: when O(dst) is given
   type: list
   elements: str
   sample:
@@ -170,9 +190,20 @@ iptables_flavour:
   type: str
   sample: nft
 state:
-  description: The state read (iptables-save text, routes, addresses, neighbours, fdb, vxlan, ip_forward).
+  description:
+    - The state read (iptables-save text, routes, addresses, neighbours, fdb, vxlan, links, ip_forward,
+      recent lists), with C(host) (this host's name) and C(netns).
   returned: when O(return_state) is true
   type: dict
+states:
+  description: The states of O(namespaces) by their names, each like RV(state).
+  returned: when O(return_state) is true
+  type: dict
+missing:
+  description: Names in O(namespaces) whose namespace does not exist.
+  returned: when O(return_state) is true
+  type: list
+  elements: str
 """
 
 import os
@@ -184,7 +215,7 @@ from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_mo
 from ansible_collections.podnet.fabric.plugins.module_utils.trace import engine, live
 
 ARGUMENT_SPEC = dict(
-    dst=dict(type="str", required=True),
+    dst=dict(type="str"),
     dport=dict(type="int"),
     protocol=dict(type="str", choices=["tcp", "udp", "sctp", "icmp"], default="tcp"),
     src=dict(type="str"),
@@ -195,6 +226,8 @@ ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     peers=dict(type="dict", default={}),
     return_state=dict(type="bool", default=False),
+    namespaces=dict(type="dict", default={}),
+    host=dict(type="str"),
     iptables_flavour=dict(type="str", choices=["auto", "nft", "legacy"], default="auto"),
 )
 
@@ -204,24 +237,47 @@ def _which(name):
     return shutil.which(name, path=path)
 
 
+def _read(ctx, name, netns, host, flavour):
+    state, found = live.read_state(name, netns, lambda argv: ctx.run(argv, netns=netns or ""), _which, flavour)
+    state.update(host=host, netns=netns or None)
+    return state, found
+
+
 def build(ctx):
     p = ctx.params
-    name = p["name"] or ctx.netns or socket.gethostname()
+    host = p["host"] or socket.gethostname()
+    name = p["name"] or ctx.netns or host
     if name in p["peers"]:
         raise FabricError("trace: peers holds this node's own name %s" % name)
-    state, flavour = live.read_state(name, ctx.netns, ctx.run, _which, p["iptables_flavour"])
-    packet = {"src": p["src"], "dst": p["dst"], "proto": p["protocol"], "dport": p["dport"], "sport": p["sport"],
-              "iif": p["iif"], "mark": p["mark"]}
-    states = dict(p["peers"])
-    states[name] = state
-    traces = engine.trace_path(states, name, packet, endpoint=p["endpoint"])
-    result = {
-        "verdict": traces[-1]["verdict"], "reason": traces[-1]["reason"],
-        "hops": [h for t in traces for h in t["hops"]], "traces": traces,
-        "text": engine.text_lines(traces, packet), "iptables_flavour": flavour,
-    }
+    if p["dst"] is None and not p["return_state"]:
+        raise FabricError("trace: dst is required (omit it only to read the state, with return_state)")
+    for other, netns in sorted(p["namespaces"].items()):
+        if other == name or other in p["peers"]:
+            raise FabricError("trace: namespaces and peers (or name) both hold %s" % other)
+        if not netns:
+            raise FabricError("trace: namespaces %s: no namespace name" % other)
+    state, flavour = _read(ctx, name, ctx.netns, host, p["iptables_flavour"])
+    extra, missing = {}, []
+    for other, netns in sorted(p["namespaces"].items()):
+        if ctx.netns_missing(netns):
+            missing.append(other)
+            continue
+        extra[other] = _read(ctx, other, netns, host, p["iptables_flavour"])[0]
+    result = {"iptables_flavour": flavour}
+    if p["dst"] is not None:
+        packet = {"src": p["src"], "dst": p["dst"], "proto": p["protocol"], "dport": p["dport"], "sport": p["sport"],
+                  "iif": p["iif"], "mark": p["mark"]}
+        states = dict(p["peers"])
+        states.update(extra)
+        states[name] = state
+        traces = engine.trace_path(states, name, packet, endpoint=p["endpoint"])
+        result.update({
+            "verdict": traces[-1]["verdict"], "reason": traces[-1]["reason"],
+            "hops": [h for t in traces for h in t["hops"]], "traces": traces,
+            "text": engine.text_lines(traces, packet),
+        })
     if p["return_state"]:
-        result["state"] = state
+        result.update(state=state, states=extra, missing=missing)
     return Plan(), result
 
 

@@ -451,7 +451,10 @@ class NodeTracer(object):
         encap = {"dev": dev, "vni": vx.get("vni"), "port": port, "mac": mac, "remote": remote, "local": vx.get("local")}
         self._hop(kind="encap", dev=dev, vni=vx.get("vni"), port=port, mac=mac, outer_dst=remote,
                   outer_src=vx.get("local"), verdict="encapsulate VNI %s to %s udp/%d" % (vx.get("vni"), remote, port))
+        first = len(self.hops)
         result = self.originate(outer)
+        for hop in self.hops[first:]:
+            hop["outer"] = True       # the UDP packet carrying the inner one, not the traced packet itself
         return encap, {"packet": outer.to_dict(), "exit": result[2]}
 
 
@@ -487,6 +490,69 @@ def _owner(states, ip, skip=None):
     return None, None
 
 
+def _bridge_port(bridge_state, bridge, veth_state, veth):
+    """The port of ``bridge`` (on ``bridge_state``) whose veth peer is ``veth`` in ``veth_state`` (a
+    namespace of the same host): the link the pod's frames pass. None when the links do not say."""
+    if bridge_state.host is None or bridge_state.host != veth_state.host:
+        return None
+    br = bridge_state.links.get(bridge) or {}
+    end = veth_state.links.get(veth) or {}
+    if br.get("kind") != "bridge" or end.get("kind") != "veth" or end.get("peer_index") is None:
+        return None
+    for name, port in sorted(bridge_state.links.items()):
+        if port.get("index") == end["peer_index"] and port.get("master") == bridge:
+            return name, port, end
+    return None
+
+
+def _l2_hop(states, a, a_dev, b, b_dev):
+    """The bridge step between a node and one of its pods, as a hop of the node (or None)."""
+    out = _bridge_port(states[a], a_dev, states[b], b_dev)
+    if out is not None:
+        port, link, end = out
+        return {"node": a, "kind": "bridge", "dev": a_dev, "port": port, "peer": "%s %s" % (b, b_dev),
+                "mac": end.get("mac"), "verdict": "out through port %s to %s %s (MAC %s)" % (
+                    port, b, b_dev, end.get("mac")), "direction": "out"}
+    out = _bridge_port(states[b], b_dev, states[a], a_dev)
+    if out is not None:
+        port, link, end = out
+        return {"node": b, "kind": "bridge", "dev": b_dev, "port": port, "peer": "%s %s" % (a, a_dev),
+                "mac": end.get("mac"), "verdict": "in through port %s from %s %s (MAC %s)" % (
+                    port, a, a_dev, end.get("mac")), "direction": "in"}
+    return None
+
+
+def _switched(states, a, a_dev, b, b_dev):
+    """Two namespaces on one bridge of a third (pods of one node): the frame is switched there."""
+    for name, st in sorted(states.items()):
+        if name in (a, b):
+            continue
+        for bridge, link in sorted(st.links.items()):
+            if link.get("kind") != "bridge":
+                continue
+            one, two = _bridge_port(st, bridge, states[a], a_dev), _bridge_port(st, bridge, states[b], b_dev)
+            if one is not None and two is not None:
+                return {"node": name, "kind": "bridge", "dev": bridge, "port": two[0], "peer": "%s %s" % (b, b_dev),
+                        "mac": two[2].get("mac"), "direction": "switched",
+                        "verdict": "switched from port %s (%s %s) to port %s (%s %s, MAC %s): bridged, not routed" % (
+                            one[0], a, a_dev, two[0], b, b_dev, two[2].get("mac"))}
+    return None
+
+
+def _hand_over(states, out, node, exit_dev, name, dev):
+    """Record the L2 step of a packet leaving ``node`` by ``exit_dev`` for ``name`` arriving on ``dev``."""
+    hop = _l2_hop(states, node, exit_dev, name, dev)
+    if hop is None:
+        hop = _switched(states, node, exit_dev, name, dev)
+        if hop is not None:
+            out[-1]["hops"].append(hop)
+        return None
+    if hop["direction"] == "out":
+        out[-1]["hops"].append(hop)
+        return None
+    return hop
+
+
 def trace_path(states, start, packet, endpoint="first", max_nodes=10):
     """Chain node traces: from node ``start`` on to every node the packet reaches.
 
@@ -501,8 +567,11 @@ def trace_path(states, start, packet, endpoint="first", max_nodes=10):
         raise FabricError("trace: no state for node %s (have: %s)" % (start, ", ".join(sorted(states))))
     out = []
     node, pkt = start, dict(packet) if isinstance(packet, dict) else packet.to_dict()
+    arriving = None      # the bridge step into this node, from the namespace the packet left
     for _step in range(max_nodes):
         result = trace_node(states[node], pkt, endpoint)
+        if arriving is not None:
+            result["hops"].insert(0, arriving)
         out.append(result)
         exit_ = result["exit"]
         if result["verdict"] != "forwarded" or not exit_:
@@ -519,6 +588,8 @@ def trace_path(states, start, packet, endpoint="first", max_nodes=10):
             outer_in.pop("oif", None)
             got = trace_node(states[name], outer_in, endpoint)
             got["role"] = "outer"
+            for hop in got["hops"]:
+                hop["outer"] = True
             out.append(got)
             if got["verdict"] != "delivered" or not got["exit"] or "decap" not in got["exit"]:
                 return out
@@ -527,13 +598,14 @@ def trace_path(states, start, packet, endpoint="first", max_nodes=10):
                 got["verdict"], got["reason"] = "dropped", "VNI %s does not match %s's VNI %s" % (
                     exit_["encap"]["vni"], vdev, states[name].vxlan[vdev].get("vni"))
                 return out
-            node, pkt = name, dict(inner, iif=vdev)
+            node, pkt, arriving = name, dict(inner, iif=vdev), None
             continue
         name, dev = _owner(states, exit_["next_hop"], skip=node)
         if name is None:
             name, dev = _owner(states, inner["dst"], skip=node)
         if name is None:
             return out
+        arriving = _hand_over(states, out, node, exit_["dev"], name, dev)
         node, pkt = name, dict(inner, iif=dev)
     return out
 
@@ -565,6 +637,8 @@ def hop_text(hop):
         where = " (table %s)" % hop["table"] if hop.get("table") else ""
         note = " [%s]" % hop["note"] if hop.get("note") else ""
         return "%s route%s: %s -> %s%s" % (hop["node"], where, hop.get("route") or "-", hop["verdict"], note)
+    if kind == "bridge":
+        return "%s bridge %s: %s" % (hop["node"], hop["dev"], hop["verdict"])
     if kind == "encap":
         outer = ""
         if hop.get("outer_dst"):
@@ -577,9 +651,11 @@ def text_lines(traces, packet=None):
     """Human-readable lines for a list of node traces (one per hop, then each node's outcome)."""
     lines = []
     if packet is not None:
-        pkt = Packet.from_dict(packet)
+        pkt = Packet.from_dict(packet).copy()
+        if pkt.src is None and traces and traces[0]["packet"].get("src"):
+            pkt.src = traces[0]["packet"]["src"]      # the source the kernel picked for the route
         lines.append("packet: %s%s" % (pkt.describe(), " arriving on %s" % pkt.iif if pkt.iif else " (locally generated)"))
     for t in traces:
-        lines.extend(hop_text(h) for h in t["hops"])
+        lines.extend(("  [outer] " if h.get("outer") else "") + hop_text(h) for h in t["hops"])
         lines.append("%s => %s: %s" % (t["node"], t["verdict"], t["reason"]))
     return lines

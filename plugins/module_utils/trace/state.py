@@ -167,6 +167,7 @@ class NodeState(object):
         self.vxlan = vxlan            # {dev: {vni, port, local, dev}}
         self.ip_forward = ip_forward
         self.links = links or {}      # {dev: {index, kind, mac, master, peer_index, ...}}
+        self.host = None              # the machine it was read on (namespaces of one host share it)
         self.recent = dict((k, set(v)) for k, v in (recent or {}).items())
         self._compiled = {}
         self._local = None
@@ -184,10 +185,12 @@ class NodeState(object):
         for tname, table in parse_save(data.get("iptables") or "").items():
             tables[tname] = dict((c.name, (c.policy, c.rules)) for c in table.chains.values())
         routes = [r for r in (route_from(o) for o in data.get("routes") or []) if r is not None]
-        return cls(data.get("name") or "node", tables, routes, _addresses(data.get("addresses") or {}),
-                   _neighbours(data.get("neighbours") or {}), _fdb(data.get("fdb") or {}),
-                   dict(data.get("vxlan") or {}), data.get("ip_forward", True), data.get("recent"),
-                   dict(data.get("links") or {}))
+        state = cls(data.get("name") or "node", tables, routes, _addresses(data.get("addresses") or {}),
+                    _neighbours(data.get("neighbours") or {}), _fdb(data.get("fdb") or {}),
+                    dict(data.get("vxlan") or {}), data.get("ip_forward", True), data.get("recent"),
+                    dict(data.get("links") or {}))
+        state.host = data.get("host")
+        return state
 
     # --- iptables ------------------------------------------------------------------------------
 
