@@ -486,8 +486,8 @@ def text_lines(view):
     up = view["uplink"]
     lines = ["%s  %s %s" % (view["node"], up["dev"] or "-", up["address"] or "-")]
     for b in view["bridges"]:
-        lines.append("  bridge %s %s mtu %s, %d port(s)" % (b["name"], " ".join(b["addresses"]) or "-", b["mtu"],
-                                                         len(b["ports"])))
+        addrs = " ".join(b["addresses"]) or "-"
+        lines.append("  bridge %s %s mtu %s, %d port(s)" % (b["name"], addrs, b["mtu"], len(b["ports"])))
     for p in view["pods"]:
         lines.append("  pod %-24s %-15s %s <-> %s @ %s" % (p["name"], (p["address"] or "-").split("/")[0],
                                                            p["ifname"] or "-", p["veth"] or "?", p["bridge"] or "-"))

@@ -40,7 +40,7 @@ def node(netns_factory):
     """(node netns, [pod netns], pod prefix)."""
     prefix = unique("pnt-") + "-"
     node, remote = netns_factory("pnt-vn"), netns_factory("pnt-vr")
-    pods = [netns_factory(prefix) for _ in PODS]
+    pods = [netns_factory(prefix) for _ip in PODS]
     sh("ip", "link", "add", "upl0", "netns", node, "type", "veth", "peer", "name", "upr0", "netns", remote)
     sh("ip", "addr", "add", NODE_IP + "/24", "dev", "upl0", netns=node)
     sh("ip", "addr", "add", VIP + "/32", "dev", "upl0", "label", "upl0:lb", netns=node)
