@@ -218,7 +218,7 @@ class Resolver(object):
                                                                                  "external": "external IP"}[kind])[0]
             what = {"svc": "ClusterIP", "lb": "LoadBalancer IP", "external": "external IP"}[kind]
             self.notes.append("%s -> Service %s port %s -> %s %s:%d/%s (kube-proxy's %s %s rule)" % (
-                body, svc, e["port"] or "-", what, e["ip"], e["dport"], e["proto"], e["table"], e["chain"]))
+                text, svc, e["port"] or "-", what, e["ip"], e["dport"], e["proto"], e["table"], e["chain"]))
             return {"dst": e["ip"], "dport": e["dport"], "proto": e["proto"]}
         if prefix == "nodeport":
             body = text[len("nodeport:"):]
