@@ -204,7 +204,7 @@ def traced(lab, host):
     finally:
         _trace_rules(host, "-D")
     # ClientIP affinity: a few connections first, so tools-1 is in the chosen endpoint's recent list
-    sticky = [podnet.http(host, "tools-1", addresses["sticky"], 80)["pod"] for _ in range(3)]
+    sticky = [podnet.http(host, "tools-1", addresses["sticky"], 80)["pod"] for _i in range(3)]
     assert len(set(sticky)) == 1, sticky
     wanted = [{"from": f.source, "to": f.to, "endpoint": _chosen_endpoint(f.kernel)} for f in FLOWS]
     wanted.append({"from": "default/tools-1", "to": "sticky.default.svc.cluster.local"})
@@ -233,7 +233,7 @@ def test_the_endpoint_named_is_the_one_that_answered(traced):
 
 
 def test_flows_as_the_seeds_tell_them(traced):
-    flow, across, _ = traced["clusterip-across"]
+    flow, across, _plan = traced["clusterip-across"]
     assert across["traces"][0]["node"] == "default/tools-1"
     bridge = [h for h in across["hops"] if h["kind"] == "bridge"]
     assert (bridge[0]["node"], bridge[0]["dev"], bridge[0]["direction"]) == ("node1", "cni0", "in"), across["text"]
@@ -242,17 +242,17 @@ def test_flows_as_the_seeds_tell_them(traced):
         encap = [h for h in across["hops"] if h["kind"] == "encap"]
         assert encap and encap[0]["vni"] == 1 and encap[0]["outer_dst"] == "172.31.2.13", across["text"]
     assert flow.answer["client"].split(":")[0] == across["traces"][0]["packet"]["src"]
-    _flow, local, _ = traced["nodeport-local"]
+    _flow, local, _plan = traced["nodeport-local"]
     assert traced["nodeport-local"][0].answer["client"].startswith("172.31.1.100:")
     assert local["traces"][-1]["packet"]["src"] == "172.31.1.100"       # Local keeps the client's address
-    _flow, cluster, _ = traced["nodeport-cluster"]
+    _flow, cluster, _plan = traced["nodeport-cluster"]
     assert any(h.get("verdict", "").startswith("MASQUERADE to ") for h in cluster["hops"] if h["node"] == "node2")
-    _flow, egress, _ = traced["egress"]
+    _flow, egress, _plan = traced["egress"]
     assert [t["node"] for t in egress["traces"]][-2:] == ["router", "inet"]
     assert egress["traces"][-1]["packet"]["src"] == "172.31.1.11"
-    _flow, empty, _ = traced["no-endpoints"]
+    _flow, empty, _plan = traced["no-endpoints"]
     assert "default/nothing:http has no endpoints" in empty["hops"][-1]["rule"]
-    _flow, drop, _ = traced["nodeport-local-no-endpoint"]
+    _flow, drop, _plan = traced["nodeport-local-no-endpoint"]
     assert "default/web-local:http has no local endpoints" in drop["hops"][-1]["rule"]
     _flow, vip, plan = traced["vip"]
     owner = vip["traces"][1]["node"]

@@ -173,7 +173,7 @@ class Resolver(object):
     def source(self, text, via=None):
         """{name, host, netns, src, iif}: where the packet starts."""
         text = str(text).strip()
-        if text.startswith("pod:") or ("/" in text and not _is_ip(text.split("/")[0])):
+        if text.startswith("pod:") or ("/" in text and not _is_ip(text.split("/", 1)[0])):
             name = self._pod(text)
             src = self.primary_address(name)
             self.notes.append("from pod %s (%s), in its namespace" % (name, src))
@@ -214,23 +214,22 @@ class Resolver(object):
             kind = prefix if prefix in ("lb", "external") else "svc"
             svc, sport = _service_target(body)
             entries = [e for _n, e in self._services(order) if e["service"] == svc and e["kind"] == kind]
-            e = _pick_port(entries, svc, sport or (str(port) if port else None), {"svc": "ClusterIP", "lb": "LoadBalancer IP",
-                                                                                 "external": "external IP"}[kind])[0]
             what = {"svc": "ClusterIP", "lb": "LoadBalancer IP", "external": "external IP"}[kind]
+            e = _pick_port(entries, svc, sport or (str(port) if port else None), what)[0]
             self.notes.append("%s -> Service %s port %s -> %s %s:%d/%s (kube-proxy's %s %s rule)" % (
                 text, svc, e["port"] or "-", what, e["ip"], e["dport"], e["proto"], e["table"], e["chain"]))
             return {"dst": e["ip"], "dport": e["dport"], "proto": e["proto"]}
         if prefix == "nodeport":
             body = text[len("nodeport:"):]
-            node, _, rest = body.partition("/")
+            node, _sep, rest = body.partition("/")
             if node not in self.states:
                 raise ResolveError("trace: nodeport %s: node %s was not read" % (text, node))
             svc, sport = _service_target(rest)
             entries = [e for e in service_entries(self.states[node]) if e["service"] == svc and e["kind"] == "nodeport"]
             e = _pick_port(entries, svc, sport or (str(port) if port else None), "NodePort on %s" % node)[0]
             ip = self.primary_address(node)
-            self.notes.append("%s -> NodePort %d/%s of %s port %s on %s (%s)" % (text, e["dport"], e["proto"], svc,
-                                                                               e["port"] or "-", node, ip))
+            self.notes.append("%s -> NodePort %d/%s of %s port %s on %s (%s)" % (
+                text, e["dport"], e["proto"], svc, e["port"] or "-", node, ip))
             return {"dst": ip, "dport": e["dport"], "proto": e["proto"]}
         head, tail = _split_port(text[4:] if prefix == "pod" else text)
         dport = int(tail) if tail and tail.isdigit() else (int(port) if port else None)
