@@ -85,6 +85,15 @@ options:
     description: Also return the state read (RV(state)), to pass to another node's O(peers).
     type: bool
     default: false
+  lookup:
+    description:
+      - A DNS name to look up first the way the packet's source would - from inside O(netns),
+        through that namespace's resolv.conf (C(/etc/netns/NETNS/resolv.conf) as C(ip netns exec)
+        uses it, else C(/etc/resolv.conf)), each search domain tried first for a name with fewer
+        dots than C(ndots) - and whose query packet (udp/53 to the first nameserver) is traced as
+        well. RV(lookup) has the names tried and the A records answered, and notes when the
+        answer is not O(dst). This sends real DNS queries (a read, also in check mode).
+    type: str
   host:
     description:
       - This machine's name in the trace (default its host name). The namespaces of one machine
@@ -199,6 +208,14 @@ states:
   description: The states of O(namespaces) by their names, each like RV(state).
   returned: when O(return_state) is true
   type: dict
+lookup:
+  description:
+    - With O(lookup) - C(name), C(resolv_conf), C(nameserver), C(search), C(ndots), C(tried) (each
+      C(qname), C(rcode), C(answers)), C(answers) and C(qname) (the name answered), C(error), C(note)
+      (the answer is not O(dst)), C(trace) (the query packet's trace - verdict, reason, hops,
+      traces) and C(text).
+  returned: when O(lookup) is given
+  type: dict
 missing:
   description: Names in O(namespaces) whose namespace does not exist.
   returned: when O(return_state) is true
@@ -212,7 +229,7 @@ import socket
 
 from ansible_collections.podnet.fabric.plugins.module_utils.plan import FabricError, Plan
 from ansible_collections.podnet.fabric.plugins.module_utils.runner import run_module
-from ansible_collections.podnet.fabric.plugins.module_utils.trace import engine, live
+from ansible_collections.podnet.fabric.plugins.module_utils.trace import dns, engine, live
 
 ARGUMENT_SPEC = dict(
     dst=dict(type="str"),
@@ -228,6 +245,7 @@ ARGUMENT_SPEC = dict(
     return_state=dict(type="bool", default=False),
     namespaces=dict(type="dict", default={}),
     host=dict(type="str"),
+    lookup=dict(type="str"),
     iptables_flavour=dict(type="str", choices=["auto", "nft", "legacy"], default="auto"),
 )
 
@@ -241,6 +259,24 @@ def _read(ctx, name, netns, host, flavour):
     state, found = live.read_state(name, netns, lambda argv: ctx.run(argv, netns=netns or ""), _which, flavour)
     state.update(host=host, netns=netns or None)
     return state, found
+
+
+def _lookup(p, netns, states, name, packet):
+    """The DNS lookup the source would make, and its query packet's trace."""
+    found = dns.lookup(p["lookup"], netns)
+    text = dns.lines(found)
+    if found.get("nameserver"):
+        query = dict(packet, dst=found["nameserver"], proto="udp", dport=53, sport=None)
+        traces = engine.trace_path(states, name, query, endpoint=p["endpoint"])
+        found["trace"] = {"verdict": traces[-1]["verdict"], "reason": traces[-1]["reason"],
+                          "hops": [h for t in traces for h in t["hops"]], "traces": traces}
+        text += ["dns: " + line for line in engine.text_lines(traces, query)]
+    if found.get("answers") and packet["dst"] not in found["answers"]:
+        found["note"] = "the DNS answers %s for %s, the trace follows %s" % (
+            ", ".join(found["answers"]), found["qname"], packet["dst"])
+        text.append("dns: NOTE " + found["note"])
+    found["text"] = text
+    return found
 
 
 def build(ctx):
@@ -271,6 +307,8 @@ def build(ctx):
         states.update(extra)
         states[name] = state
         traces = engine.trace_path(states, name, packet, endpoint=p["endpoint"])
+        if p["lookup"]:
+            result["lookup"] = _lookup(p, ctx.netns, states, name, packet)
         result.update({
             "verdict": traces[-1]["verdict"], "reason": traces[-1]["reason"],
             "hops": [h for t in traces for h in t["hops"]], "traces": traces,

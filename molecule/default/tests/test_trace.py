@@ -265,5 +265,12 @@ def test_affinity_names_the_endpoint_that_answers(host, traced):
     assert plan["packet"]["dport"] == 80
     after = podnet.http(host, "tools-1", plan["packet"]["dst"], 80)["pod"]
     assert result["traces"][-1]["node"] == before[0] == after, "\n".join(result["text"])
+    # the name was looked up as tools-1's resolver does it (ndots:5: the search domains first),
+    # and the query packet went through kube-proxy to a DNS pod
+    lookup = result["lookup"]
+    assert lookup["answers"] == [plan["packet"]["dst"]] and lookup["qname"] == "sticky.default.svc.cluster.local"
+    assert [t["rcode"] for t in lookup["tried"]] == ["NXDOMAIN"] * 3 + ["NOERROR"], lookup["text"]
+    assert lookup["trace"]["verdict"] == "delivered" and lookup["trace"]["traces"][-1]["node"].startswith("kube-system/dns-")
+    assert "note" not in lookup
     notes = [h for h in result["hops"] if h.get("affinity")]
     assert notes and not any(h.get("alternatives") for h in result["hops"]), "\n".join(result["text"])

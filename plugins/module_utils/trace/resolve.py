@@ -218,7 +218,10 @@ class Resolver(object):
             e = _pick_port(entries, svc, sport or (str(port) if port else None), what)[0]
             self.notes.append("%s -> Service %s port %s -> %s %s:%d/%s (kube-proxy's %s %s rule)" % (
                 text, svc, e["port"] or "-", what, e["ip"], e["dport"], e["proto"], e["table"], e["chain"]))
-            return {"dst": e["ip"], "dport": e["dport"], "proto": e["proto"]}
+            out = {"dst": e["ip"], "dport": e["dport"], "proto": e["proto"]}
+            if ".svc" in body.split(":", 1)[0]:
+                out["lookup"] = body.split(":", 1)[0]     # a DNS name: the source's own lookup is traced too
+            return out
         if prefix == "nodeport":
             body = text[len("nodeport:"):]
             node, _sep, rest = body.partition("/")
@@ -265,4 +268,5 @@ def request(states, source, destination, protocol="tcp", port=None, via=None):
     proto = dst["proto"] if dst.get("proto") else (protocol or "tcp")
     packet = {"src": start["src"], "dst": dst["dst"], "proto": proto, "dport": dst["dport"], "iif": start["iif"]}
     return {"name": start["name"], "host": start["host"], "netns": start["netns"], "packet": packet,
-            "peers": sorted(n for n in states if n != start["name"]), "resolved": res.notes}
+            "peers": sorted(n for n in states if n != start["name"]), "resolved": res.notes,
+            "lookup": dst.get("lookup")}

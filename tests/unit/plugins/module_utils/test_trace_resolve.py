@@ -129,3 +129,53 @@ def test_outer_packet_hops_are_marked(states):
     assert after and all(h.get("outer") for h in after)
     assert all(h.get("outer") for h in path[2]["hops"]) and path[2]["role"] == "outer"
     assert not any(h.get("outer") for h in path[3]["hops"])
+
+
+# --- the source's own DNS lookup (trace/dns.py) -----------------------------------------------------
+
+KUBELET_RESOLV = """# kubelet-style
+nameserver 10.96.0.10
+nameserver 10.96.0.11
+search default.svc.cluster.local svc.cluster.local cluster.local
+options ndots:5 timeout:1
+"""
+
+
+def test_resolv_conf_and_the_names_a_pod_asks():
+    from ansible_collections.podnet.fabric.plugins.module_utils.trace import dns
+    conf = dns.parse_resolv_conf(KUBELET_RESOLV)
+    assert conf == {"nameservers": ["10.96.0.10", "10.96.0.11"], "ndots": 5,
+                    "search": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]}
+    # four dots < ndots 5: every search domain first (what ndots:5 costs), the name itself last
+    assert dns.candidates("web.default.svc.cluster.local", conf) == [
+        "web.default.svc.cluster.local.default.svc.cluster.local", "web.default.svc.cluster.local.svc.cluster.local",
+        "web.default.svc.cluster.local.cluster.local", "web.default.svc.cluster.local"]
+    assert dns.candidates("web", conf)[0] == "web.default.svc.cluster.local"
+    assert dns.candidates("web.default.svc.cluster.local.", conf) == ["web.default.svc.cluster.local"]
+    assert dns.candidates("a.b", dict(conf, ndots=1)) == [
+        "a.b", "a.b.default.svc.cluster.local", "a.b.svc.cluster.local", "a.b.cluster.local"]
+
+
+def test_query_and_answer_wire_format():
+    import struct
+    from ansible_collections.podnet.fabric.plugins.module_utils.trace import dns
+    query = dns.build_query(0x1234, "web.default.svc.cluster.local")
+    assert query[:12] == struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    assert query[12:] == b"\x03web\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01"
+    # an answer as unbound sends it: the question, a CNAME (compressed to the question), its A record
+    question = query[12:]
+    cname_target = b"\x05web-2" + b"\xc0\x10"            # web-2.default.svc.cluster.local (pointer to offset 16)
+    answer = (struct.pack(">HHHHHH", 0x1234, 0x8180, 1, 2, 0, 0) + question
+              + b"\xc0\x0c" + struct.pack(">HHIH", 5, 1, 30, len(cname_target)) + cname_target
+              + b"\xc0\x2f" + struct.pack(">HHIH", 1, 1, 30, 4) + bytes([10, 107, 164, 13]))
+    rcode, addrs, cnames = dns.parse_answer(answer, 0x1234)
+    assert (rcode, addrs, cnames) == ("NOERROR", ["10.107.164.13"], ["web-2.default.svc.cluster.local"])
+    nx = struct.pack(">HHHHHH", 7, 0x8183, 1, 0, 0, 0) + question
+    assert dns.parse_answer(nx, 7) == ("NXDOMAIN", [], [])
+    with pytest.raises(ValueError):
+        dns.parse_answer(nx, 8)
+
+
+def test_a_dns_name_destination_asks_for_its_lookup(states):
+    assert request(states, "ns/client", "web.ns.svc.cluster.local:p")["lookup"] == "web.ns.svc.cluster.local"
+    assert request(states, "ns/client", "svc:ns/web")["lookup"] is None
