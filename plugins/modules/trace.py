@@ -193,6 +193,14 @@ text:
   sample:
     - 'node1 nat PREROUTING #1 -> jump KUBE-SERVICES: -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
     - 'node1 => forwarded: out of flannel.1 to 10.244.3.0'
+summary:
+  description:
+    - The trace as the seeds tell it, one line per step that decides the path - NAT, the endpoint
+      choice with every alternative, affinity, accept/drop/reject, routes, bridge ports,
+      encapsulation - then each node's outcome (RV(text) has every rule passed).
+  returned: when O(dst) is given
+  type: list
+  elements: str
 iptables_flavour:
   description: The iptables flavour read.
   returned: always
@@ -270,7 +278,7 @@ def _lookup(p, netns, states, name, packet):
         traces = engine.trace_path(states, name, query, endpoint=p["endpoint"])
         found["trace"] = {"verdict": traces[-1]["verdict"], "reason": traces[-1]["reason"],
                           "hops": [h for t in traces for h in t["hops"]], "traces": traces}
-        text += ["dns: " + line for line in engine.text_lines(traces, query)]
+        text += ["dns: " + line for line in engine.summary_lines(traces, query)]
     if found.get("answers") and packet["dst"] not in found["answers"]:
         found["note"] = "the DNS answers %s for %s, the trace follows %s" % (
             ", ".join(found["answers"]), found["qname"], packet["dst"])
@@ -312,7 +320,7 @@ def build(ctx):
         result.update({
             "verdict": traces[-1]["verdict"], "reason": traces[-1]["reason"],
             "hops": [h for t in traces for h in t["hops"]], "traces": traces,
-            "text": engine.text_lines(traces, packet),
+            "text": engine.text_lines(traces, packet), "summary": engine.summary_lines(traces, packet),
         })
     if p["return_state"]:
         result.update(state=state, states=extra, missing=missing)

@@ -647,6 +647,49 @@ def hop_text(hop):
     return "%s %s" % (hop["node"], hop)
 
 
+_TELLING = ("DNAT", "SNAT", "MASQUERADE", "REDIRECT", "REJECT", "DROP", "mark")
+
+
+def _summary_hop(hop):
+    kind = hop.get("kind")
+    if kind == "rule":
+        verdict = hop.get("verdict") or ""
+        if hop.get("alternatives"):
+            others = ", ".join("%s %.1f%%" % (a["leads_to"], 100 * a["chance"]) for a in hop["alternatives"])
+            return "endpoint choice in %s (%s): %s, chance %.1f%% [of %s]" % (
+                hop["chain"], hop.get("comment") or "-", hop["target"], 100 * hop["chance"], others)
+        if hop.get("affinity"):
+            return "%s in %s: %s" % (verdict, hop["chain"], hop["affinity"])
+        if verdict.startswith(_TELLING) or (verdict == "ACCEPT" and hop["table"] == "filter"):
+            return "%s (%s %s #%d%s)" % (verdict, hop["table"], hop["chain"], hop["rule_number"],
+                                         ": " + hop["comment"] if hop.get("comment") else "")
+        return None
+    if kind in ("route", "encap", "bridge"):
+        return hop_text(hop)[len(hop["node"]) + 1:]
+    return None
+
+
+def summary_lines(traces, packet=None):
+    """The trace the way the seeds tell it: per node, only what decides the path (NAT, the
+    endpoint choice, affinity, accept/drop/reject, routes, bridge ports, encapsulation), then the
+    outcome; the VXLAN outer packet's own passage is left to :func:`text_lines`."""
+    lines = []
+    if packet is not None:
+        lines.append(text_lines(traces, packet)[0])
+    for t in traces:
+        if t.get("role") == "outer":
+            lines.append("%s: the VXLAN packet arrives and is decapsulated (%s)" % (t["node"], t["reason"]))
+            continue
+        for hop in t["hops"]:
+            if hop.get("outer"):
+                continue
+            line = _summary_hop(hop)
+            if line:
+                lines.append("%s: %s" % (hop["node"], line))
+        lines.append("%s => %s: %s" % (t["node"], t["verdict"], t["reason"]))
+    return lines
+
+
 def text_lines(traces, packet=None):
     """Human-readable lines for a list of node traces (one per hop, then each node's outcome)."""
     lines = []

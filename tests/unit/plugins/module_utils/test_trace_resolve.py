@@ -179,3 +179,20 @@ def test_query_and_answer_wire_format():
 def test_a_dns_name_destination_asks_for_its_lookup(states):
     assert request(states, "ns/client", "web.ns.svc.cluster.local:p")["lookup"] == "web.ns.svc.cluster.local"
     assert request(states, "ns/client", "svc:ns/web")["lookup"] is None
+
+
+def test_summary_tells_only_what_decides_the_path(states):
+    from ansible_collections.podnet.fabric.plugins.module_utils.trace.engine import summary_lines
+    plan = request(states, "ns/client", "svc:ns/web")
+    path = trace_path(states, plan["name"], plan["packet"], endpoint="10.244.3.10")
+    lines = summary_lines(path, plan["packet"])
+    assert lines[0] == "packet: tcp 10.244.1.5 -> 10.96.0.20:80 (locally generated)"
+    choice = [l for l in lines if "endpoint choice" in l]
+    assert len(choice) == 1 and choice[0].startswith("node1: endpoint choice in KUBE-SVC-")
+    assert choice[0].endswith("chance 50.0% [of 10.244.1.10:8080 50.0%, 10.244.3.10:8080 50.0%]")
+    assert any(l.startswith("node1: DNAT to 10.244.3.10:8080 (nat KUBE-SEP-") for l in lines)
+    assert "node1: vxlan flannel.1: encapsulate VNI 1 to 172.31.1.13 udp/8472 (inner next hop MAC " \
+           "aa:bb:cc:00:00:03, outer 172.31.1.11 -> 172.31.1.13)" in lines
+    assert "node3: the VXLAN packet arrives and is decapsulated (to the VXLAN device flannel.1 (VNI 1))" in lines
+    assert not any("jump KUBE-SERVICES" in l or "[outer]" in l for l in lines)
+    assert lines[-1] == "node3 => forwarded: out of cni0 to 10.244.3.10"     # no state of that pod here
