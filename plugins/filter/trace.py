@@ -43,12 +43,13 @@ def trace_request(states, source, destination, protocol="tcp", port=None, via=No
         raise AnsibleFilterError(str(exc))
 
 
-FLOW_KEYS = ("from", "to", "protocol", "port", "via", "endpoint")
+FLOW_KEYS = ("from", "to", "protocol", "port", "via", "endpoint", "nexthop")
 
 
 def trace_requests(states, flows):
     """:func:`trace_request` for each flow of a list (``{from, to, protocol?, port?, via?,
-    endpoint?}``), in order; each plan keeps the flow's ``endpoint`` (default first)."""
+    endpoint?, nexthop?}``), in order; each plan keeps the flow's ``endpoint`` and ``nexthop``
+    (default first)."""
     out = []
     for i, flow in enumerate(flows or []):
         if not isinstance(flow, dict) or not flow.get("from") or not flow.get("to"):
@@ -61,6 +62,7 @@ def trace_requests(states, flows):
         plan = trace_request(states, flow["from"], flow["to"], flow.get("protocol") or "tcp", flow.get("port"),
                              flow.get("via"))
         plan["endpoint"] = str(flow.get("endpoint") or "first")
+        plan["nexthop"] = str(flow.get("nexthop") or "first")
         plan["flow"] = "%s -> %s" % (flow["from"], flow["to"])
         out.append(plan)
     return out

@@ -72,6 +72,14 @@ options:
         endpoint C(IP) or C(IP:PORT) among the choices (every choice is listed either way).
     type: str
     default: first
+  nexthop:
+    description:
+      - Which next hop of an ECMP route the trace follows - C(first), C(last), or a next hop's
+        address (or device) among them (every next hop is listed either way). The kernel hashes
+        each flow onto one; an address that is not among a route's next hops leaves that route at
+        its first.
+    type: str
+    default: first
   name:
     description: The node's name in the trace (default the namespace name, else the host name).
     type: str
@@ -248,6 +256,7 @@ ARGUMENT_SPEC = dict(
     iif=dict(type="str"),
     mark=dict(type="int", default=0),
     endpoint=dict(type="str", default="first"),
+    nexthop=dict(type="str", default="first"),
     name=dict(type="str"),
     peers=dict(type="dict", default={}),
     return_state=dict(type="bool", default=False),
@@ -275,7 +284,7 @@ def _lookup(p, netns, states, name, packet):
     text = dns.lines(found)
     if found.get("nameserver"):
         query = dict(packet, dst=found["nameserver"], proto="udp", dport=53, sport=None)
-        traces = engine.trace_path(states, name, query, endpoint=p["endpoint"])
+        traces = engine.trace_path(states, name, query, endpoint=p["endpoint"], nexthop=p["nexthop"])
         found["trace"] = {"verdict": traces[-1]["verdict"], "reason": traces[-1]["reason"],
                           "hops": [h for t in traces for h in t["hops"]], "traces": traces}
         text += ["dns: " + line for line in engine.summary_lines(traces, query)]
@@ -314,7 +323,7 @@ def build(ctx):
         states = dict(p["peers"])
         states.update(extra)
         states[name] = state
-        traces = engine.trace_path(states, name, packet, endpoint=p["endpoint"])
+        traces = engine.trace_path(states, name, packet, endpoint=p["endpoint"], nexthop=p["nexthop"])
         if p["lookup"]:
             result["lookup"] = _lookup(p, ctx.netns, states, name, packet)
         result.update({

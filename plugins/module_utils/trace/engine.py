@@ -122,8 +122,9 @@ class _Env(object):
 class NodeTracer(object):
     """One trace through one node (see :func:`trace_node`)."""
 
-    def __init__(self, state, endpoint="first"):
+    def __init__(self, state, endpoint="first", nexthop="first"):
         self.state = state
+        self.nexthop = nexthop or "first"
         self.env = _Env(state)
         self.endpoint = endpoint if endpoint is not None else "first"
         self.hops = []
@@ -365,14 +366,27 @@ class NodeTracer(object):
         gateway, dev, onlink = r.gateway, r.dev, r.onlink
         if r.nexthops:
             alternatives = [dict(h) for h in r.nexthops]
-            gateway, dev, onlink = r.nexthops[0]["gateway"], r.nexthops[0]["dev"], r.nexthops[0]["onlink"]
+            hop = self._pick_nexthop(r)
+            gateway, dev, onlink = hop["gateway"], hop["dev"], hop["onlink"]
         hop = self._hop(kind="route", table=table, route=r.text, dev=dev, next_hop=gateway or pkt.dst, onlink=onlink,
                         verdict="%s %s%s dev %s%s" % (label, "via " if gateway else "to ", gateway or pkt.dst, dev,
                                                       " onlink" if onlink else ""))
         if alternatives:
             hop["ecmp"] = alternatives
-            hop["note"] = "ECMP: the kernel hashes the flow over %d next hops; the trace follows the first" % len(alternatives)
+            hop["note"] = "ECMP: the kernel hashes the flow over %d next hops; the trace follows %s" % (
+                len(alternatives), "the first" if self.nexthop == "first" else gateway)
         return {"kind": "forward", "dev": dev, "next_hop": gateway or pkt.dst, "onlink": onlink, "route": r}
+
+    def _pick_nexthop(self, r):
+        sel = str(self.nexthop)
+        if sel == "first":
+            return r.nexthops[0]
+        if sel == "last":
+            return r.nexthops[-1]
+        for hop in r.nexthops:
+            if sel in (hop["gateway"], hop["dev"]):
+                return hop
+        return r.nexthops[0]    # this route's next hops do not include it: another node's choice
 
     # --- paths ---------------------------------------------------------------------------------------
 
@@ -463,7 +477,7 @@ def _result(state, tracer, pkt, verdict, reason, exit_):
             "packet": pkt.to_dict(), "exit": exit_}
 
 
-def trace_node(state, packet, endpoint="first"):
+def trace_node(state, packet, endpoint="first", nexthop="first"):
     """One node's trace of ``packet`` (a dict, see :class:`Packet`; ``iif`` None: locally generated).
 
     Returns {"node", "verdict" (delivered|forwarded|dropped|rejected|no route|cannot evaluate),
@@ -472,7 +486,7 @@ def trace_node(state, packet, endpoint="first"):
     """
     state = NodeState.from_dict(state)
     pkt = Packet.from_dict(packet).copy()
-    tracer = NodeTracer(state, endpoint)
+    tracer = NodeTracer(state, endpoint, nexthop)
     try:
         if pkt.iif is None:
             verdict, reason, exit_ = tracer.originate(pkt)
@@ -553,7 +567,7 @@ def _hand_over(states, out, node, exit_dev, name, dev):
     return hop
 
 
-def trace_path(states, start, packet, endpoint="first", max_nodes=10):
+def trace_path(states, start, packet, endpoint="first", max_nodes=10, nexthop="first"):
     """Chain node traces: from node ``start`` on to every node the packet reaches.
 
     ``states`` maps node (or namespace) names to their state. A packet forwarded to an address
@@ -569,7 +583,7 @@ def trace_path(states, start, packet, endpoint="first", max_nodes=10):
     node, pkt = start, dict(packet) if isinstance(packet, dict) else packet.to_dict()
     arriving = None      # the bridge step into this node, from the namespace the packet left
     for _step in range(max_nodes):
-        result = trace_node(states[node], pkt, endpoint)
+        result = trace_node(states[node], pkt, endpoint, nexthop)
         if arriving is not None:
             result["hops"].insert(0, arriving)
         out.append(result)
@@ -586,7 +600,7 @@ def trace_path(states, start, packet, endpoint="first", max_nodes=10):
                 return out
             outer_in = dict(outer, iif=dev, mark=0)
             outer_in.pop("oif", None)
-            got = trace_node(states[name], outer_in, endpoint)
+            got = trace_node(states[name], outer_in, endpoint, nexthop)
             got["role"] = "outer"
             for hop in got["hops"]:
                 hop["outer"] = True

@@ -196,3 +196,20 @@ def test_summary_tells_only_what_decides_the_path(states):
     assert "node3: the VXLAN packet arrives and is decapsulated (to the VXLAN device flannel.1 (VNI 1))" in lines
     assert not any("jump KUBE-SERVICES" in l or "[outer]" in l for l in lines)
     assert lines[-1] == "node3 => forwarded: out of cni0 to 10.244.3.10"     # no state of that pod here
+
+
+def test_an_ecmp_next_hop_is_chosen():
+    hops = [{"gateway": "172.31.1.11", "dev": "eth0"}, {"gateway": "172.31.2.13", "dev": "eth1"}]
+    router = {"routes": [{"dst": "172.31.150.1", "nexthops": hops},
+                         {"dst": "172.31.1.0/24", "dev": "eth0"}, {"dst": "172.31.2.0/24", "dev": "eth1"}],
+              "addresses": {"eth0": ["172.31.1.254/24"], "eth1": ["172.31.2.254/24"]}}
+    pkt = {"src": "172.31.100.10", "dst": "172.31.150.1", "dport": 80, "iif": "eth2"}
+    from ansible_collections.podnet.fabric.plugins.module_utils.trace import trace_node
+    first = trace_node(router, pkt)
+    assert first["exit"]["next_hop"] == "172.31.1.11"
+    other = trace_node(router, pkt, nexthop="172.31.2.13")
+    assert (other["exit"]["next_hop"], other["exit"]["dev"]) == ("172.31.2.13", "eth1")
+    route = [h for h in other["hops"] if h["kind"] == "route"][0]
+    assert route["note"] == "ECMP: the kernel hashes the flow over 2 next hops; the trace follows 172.31.2.13"
+    assert [h["gateway"] for h in route["ecmp"]] == ["172.31.1.11", "172.31.2.13"]
+    assert trace_node(router, pkt, nexthop="last")["exit"]["next_hop"] == "172.31.2.13"
