@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, sh, unique
+from conftest import REPO, netns_pool, run_cases, run_independent_tasks, sh, unique
 
 # nat_rule runs with pyroute2=False (iptables-restore and /proc/sys through netns_exec's setns, no
 # netlink socket): one target interpreter, the nodes' own, is enough.
@@ -328,29 +328,53 @@ def test_other_spellings_do_not_cause_endless_changes(playbook, netns, flavour):
 
 # --- atomicity --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flavour", FLAVOURS)
-@pytest.mark.parametrize("bad_rule, message", [
-    ("-p tcp -m tcp --dport 80 --bogus -j ACCEPT", 'unknown option "--bogus"'),            # parser
-    ("-p tcp -j DNAT --to-destination 10.0.0.1:80", None),                                 # kernel: DNAT in filter
-])
-def test_rejected_rule_leaves_every_table_as_it_was(playbook, netns, flavour, bad_rule, message):
-    restore(netns, FOREIGN, flavour)
-    r = playbook([nat_task(netns, flavour, owner="services", chains=SERVICE_CHAINS, jumps=SERVICE_JUMPS)])
-    assert not r.failed, r
-    before = save(netns, flavour)
-    # nat changes (committed first: nat comes before filter in the transaction) + a bad filter rule
+REJECTED = [  # (flavour, bad rule, what the message says of it)
+    (flavour, bad_rule, message) for flavour in FLAVOURS for bad_rule, message in [
+        ("-p tcp -m tcp --dport 80 --bogus -j ACCEPT", 'unknown option "--bogus"'),            # parser
+        ("-p tcp -j DNAT --to-destination 10.0.0.1:80", None),                                 # kernel: DNAT in filter
+    ]]
+
+
+def rejected_rule_task(ns, flavour, bad_rule):
+    """nat changes (committed first: nat comes before filter in the transaction) + a bad filter rule."""
     chains = json.loads(json.dumps(SERVICE_CHAINS))
     chains[5]["rules"] = ["-s 10.244.2.8 -j KUBE-MARK-MASQ", "-p tcp -j DNAT --to-destination 10.244.2.8:8080"]
     chains.append({"name": "KUBE-SEP-C", "rules": ["-p tcp -j DNAT --to-destination 10.244.3.1:8080"]})
     chains.append({"table": "filter", "name": "PODNET-FW", "rules": ["-s 10.244.0.0/16 -j ACCEPT", bad_rule, "-j RETURN"]})
     jumps = SERVICE_JUMPS + [{"table": "filter", "chain": "FORWARD", "rule": "-j PODNET-FW"}]
-    r = playbook([nat_task(netns, flavour, owner="services", purge=True, chains=chains, jumps=jumps)])
-    assert r.failed
-    msg = r[0]["msg"]
-    assert save(netns, flavour) == before, msg
+    return nat_task(ns, flavour, owner="services", purge=True, chains=chains, jumps=jumps)
+
+
+def compute_batched_cases(target_python, tmp_path_factory):
+    """Each REJECTED case in a namespace of its own with the foreign rules and the services
+    applied (one playbook for all), then the rejected call once per case, all in one playbook
+    (conftest.run_cases): [(set-up result, task result, save before, save after)]."""
+    tmp = tmp_path_factory.mktemp("nat-rule-rejected")
+    with netns_pool() as make:
+        namespaces = [make() for _case in REJECTED]
+        for ns, (flavour, _bad_rule, _message) in zip(namespaces, REJECTED):
+            restore(ns, FOREIGN, flavour)
+        setups = run_independent_tasks(
+            [nat_task(ns, flavour, owner="services", chains=SERVICE_CHAINS, jumps=SERVICE_JUMPS)
+             for ns, (flavour, _bad_rule, _message) in zip(namespaces, REJECTED)], target_python, tmp / "setup.yml")
+        prepared = [((ns, flavour), rejected_rule_task(ns, flavour, bad_rule))
+                    for ns, (flavour, bad_rule, _message) in zip(namespaces, REJECTED)]
+        runs = run_cases(prepared, lambda state: save(*state), target_python, tmp / "play.yml")
+        return [(setup,) + run for setup, run in zip(setups, runs)]
+
+
+@pytest.mark.xdist_group("nat-rule-rejected")
+@pytest.mark.parametrize("case", range(len(REJECTED)), ids=["%s-%d" % (c[0], i % 2) for i, c in enumerate(REJECTED)])
+def test_rejected_rule_leaves_every_table_as_it_was(batched_cases, case):
+    flavour, bad_rule, message = REJECTED[case]
+    setup, result, before, after = batched_cases[case]
+    assert not setup.get("failed"), setup
+    assert result.get("failed"), result
+    msg = result["msg"]
+    assert after == before, msg
     # the first line names the owner, table, chain and the refused rule
     assert msg.startswith("nat_rule owner services: filter chain PODNET-FW rule %r: " % bad_rule), msg
-    assert r[0]["rolled_back"] and not r[0]["undo_errors"] and not r[0]["changed"], r[0]
+    assert result["rolled_back"] and not result["undo_errors"] and not result["changed"], result
     if message:
         assert message in msg
     # the offending rule, in context, and the task item it came from

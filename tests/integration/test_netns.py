@@ -140,12 +140,20 @@ def test_kernel_refusal_mid_plan_rolls_back(playbook):
         cleanup(a, b, blocked)
 
 
+BAD_NAMES = ("a/b", "", "x" * 200)
+
+
 def test_bad_names_and_purge_without_owner_fail_cleanly(playbook):
-    for bad in ("a/b", "", "x" * 200):
-        ok = unique("pnt-ns-")
-        r = playbook([{"podnet.fabric.netns": {"owner": owner(), "namespaces": [ok, bad]}}])
-        assert r.failed, r
-        assert "invalid name" in r.last["msg"] and r.last["msg"].startswith("netns "), r.last["msg"]
-        assert ok not in netns_list(), "a failed run left a namespace behind"
-    r = playbook([{"podnet.fabric.netns": {"namespaces": [], "purge": True}}])
-    assert r.failed and r.last["msg"].startswith("purge needs an explicit owner"), r
+    # one playbook, each task on its own (ignore_errors): a purge without an owner first (had it
+    # purged anything, it could not hide a namespace a later task left behind), then each bad name
+    # after a good one, with an owner of its own
+    oks = [unique("pnt-ns-") for _bad in BAD_NAMES]
+    r = playbook([{"podnet.fabric.netns": {"namespaces": [], "purge": True}, "ignore_errors": True}] +
+                 [{"podnet.fabric.netns": {"owner": owner(), "namespaces": [ok, bad]}, "ignore_errors": True}
+                  for ok, bad in zip(oks, BAD_NAMES)])
+    assert len(r.results) == 1 + len(BAD_NAMES), r
+    assert r[0].get("failed") and r[0]["msg"].startswith("purge needs an explicit owner"), r
+    for result in r.results[1:]:
+        assert result.get("failed"), r
+        assert "invalid name" in result["msg"] and result["msg"].startswith("netns "), result["msg"]
+    assert not set(oks) & netns_list(), "a failed run left a namespace behind"

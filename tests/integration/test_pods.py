@@ -187,16 +187,22 @@ def test_another_owners_pod_namespace_is_refused_naming_both(playbook, netns_fac
 
 
 def test_bad_input_fails_with_one_line_and_changes_nothing(playbook, netns_factory, pod_names, tmp_path):
-    node = netns_factory("pnt-node-")
-    p1, p2 = pod_names(2)
-    before = snapshot(node)
-    for pods, extra, message in (
-        ([p1, p1], {}, "pod %s: declared twice" % p1),
-        ([p1, {"name": p2, "veth": "veth-name-too-long"}], {}, "pod %s veth veth-name-too-long: name is 18 characters, the kernel allows at most 15" % p2),
-        ([p1, {"name": p2, "addresses": ["10.9.0.2/24"]}], {}, "pod %s: veth " % p2),
-        ([p1], {"manage_bridge": False, "bridge": "nobr0"}, "pods: bridge nobr0 does not exist"),
-    ):
-        r = playbook([pods_task(node, pods, tmp_path, **extra)])
-        assert r.failed and "\n" not in r.last["msg"] and r.last["msg"].startswith(message), r
+    # each case on a node, pods and an IPAM directory of its own; all in one playbook, every task
+    # on its own (ignore_errors)
+    cases = []
+    for i, case in enumerate((
+        lambda p1, p2: ([p1, p1], {}, "pod %s: declared twice" % p1),
+        lambda p1, p2: ([p1, {"name": p2, "veth": "veth-name-too-long"}], {},
+                        "pod %s veth veth-name-too-long: name is 18 characters, the kernel allows at most 15" % p2),
+        lambda p1, p2: ([p1, {"name": p2, "addresses": ["10.9.0.2/24"]}], {}, "pod %s: veth " % p2),
+        lambda p1, p2: ([p1], {"manage_bridge": False, "bridge": "nobr0"}, "pods: bridge nobr0 does not exist"),
+    )):
+        node, (p1, p2), data_dir = netns_factory("pnt-node-"), pod_names(2), tmp_path / ("case%d" % i)
+        cases.append((node, p1, data_dir, snapshot(node)) + case(p1, p2))
+    r = playbook([dict(pods_task(node, pods, data_dir, **extra), ignore_errors=True)
+                  for node, _p1, data_dir, _before, pods, extra, _message in cases])
+    assert len(r.results) == len(cases), r
+    for (node, p1, data_dir, before, _pods, _extra, message), result in zip(cases, r.results):
+        assert result.get("failed") and "\n" not in result["msg"] and result["msg"].startswith(message), result
         assert snapshot(node) == before
-        assert p1 not in netns_list() and ipam_files(tmp_path) == []
+        assert p1 not in netns_list() and ipam_files(data_dir) == []

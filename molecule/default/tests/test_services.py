@@ -8,8 +8,9 @@ over web-2 and tools-3), ``nothing`` (no endpoints), ``upstream`` (no selector: 
 EndpointSlice pointing at the internet host), and web-2's hostPort 8088 on node2. Every answer
 is the pod_workload line ``pod=<ns>/<name> node=<node> client=<ip>:<port>``.
 
-Read-only tests first; the last tests re-converge the lab (``--limit``, a variant inventory without
-the pod tools-3 and the Service upstream) and put it back as the inventory says.
+Read-only tests first; the last tests re-run the service proxy alone (``--limit``, a variant
+inventory without the pod tools-3 and the Service upstream) and put it back as the inventory
+says, and send bad Services through site.yml.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import collections
 import hashlib
 import ipaddress
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -255,12 +258,40 @@ def test_nodeport_on_localhost_of_a_node(host):
 
 
 # --- re-converging -----------------------------------------------------------------------------
+# podnet.fabric.service_proxy alone (its own plays, as test_bgp.py and test_cluster_dns.py run
+# their roles): the rules and reports these tests check are its alone, and the roles before it in
+# site.yml are converged already. Whole site.yml runs under --limit and with a pod removed are
+# test_pod_network.py's.
 
-def test_limit_to_one_node_reads_the_others_reports_and_changes_nothing(host):
+SERVICE_PROXY_ALONE = """- name: The service proxy alone
+  hosts: nodes
+  gather_facts: false
+  roles:
+    - role: podnet.fabric.service_proxy
+"""
+
+
+def service_proxy(workdir, inventory=None, limit=None):
+    """podnet.fabric.service_proxy alone on the nodes of ``inventory`` (the lab's, or a variant of
+    it); returns (rc, {host: changed count}, output)."""
+    play = Path(workdir) / "service-proxy.yml"
+    play.write_text(SERVICE_PROXY_ALONE, encoding="utf-8")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               PATH="%s:%s" % (REPO / ".venv" / "bin", os.environ.get("PATH", "")))
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".collections"))
+    cmd = ["ansible-playbook", "-i", str(inventory or REPO / "inventories" / "lab"), str(play),
+           "-e", "lab_state_dir=%s" % labinventory.state_dir(env.get("PODNET_LAB", "podnet"))]
+    proc = subprocess.run(cmd + (["--limit", limit] if limit else []), capture_output=True, text=True, env=env,
+                          cwd=REPO, check=False)
+    stats = json.loads(proc.stdout).get("stats", {}) if proc.stdout.startswith("{") else {}
+    return proc.returncode, dict((h, s.get("changed", 0)) for h, s in stats.items()), proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+def test_limit_to_one_node_reads_the_others_reports_and_changes_nothing(host, tmp_path):
     """--limit node2: node1's and node3's reports (pod IPs, service addresses) are read by
     delegation; node2's rules come out exactly as a full run left them."""
     before = host("node2").check_output("iptables-save -t nat | grep -v '^#' | sed 's/ \\[[0-9]*:[0-9]*\\]$//'")
-    rc, changed, out = podnet.converge(limit="node2")
+    rc, changed, out = service_proxy(tmp_path, limit="node2")
     assert rc == 0, out
     assert changed == {"node2": 0}, changed
     assert host("node2").check_output("iptables-save -t nat | grep -v '^#' | sed 's/ \\[[0-9]*:[0-9]*\\]$//'") == before
@@ -297,11 +328,12 @@ def changed_services(tmp_path_factory):
     return out
 
 
-def test_endpoint_change_rewrites_only_that_services_chains(host, lab, changed_services):
-    """One converge: sticky loses the endpoint tools-3, upstream is removed. On every node exactly
-    these chains change: sticky's KUBE-SVC- (rewritten) and tools-3's KUBE-SEP- (gone), upstream's
-    KUBE-SVC- and KUBE-SEP- (gone) and its rule in KUBE-SERVICES (rewritten). Every other chain
-    keeps its rules and its packet counters, which a rewrite would have reset."""
+def test_endpoint_change_rewrites_only_that_services_chains(host, lab, changed_services, tmp_path):
+    """One run of the service proxy: sticky loses the endpoint tools-3, upstream is removed. On
+    every node exactly these chains change: sticky's KUBE-SVC- (rewritten) and tools-3's KUBE-SEP-
+    (gone), upstream's KUBE-SVC- and KUBE-SEP- (gone) and its rule in KUBE-SERVICES (rewritten).
+    Every other chain keeps its rules and its packet counters, which a rewrite would have reset.
+    Then the inventory as it is again: every chain, rule and node report as before."""
     sticky_ip = cluster_ip(host, "sticky")
     old_sep = kube_chain("KUBE-SEP-", "default/sticky:http", "tcp", "%s:8080" % podnet.pod_ip(host, "tools-3"))
     sticky_svc = kube_chain("KUBE-SVC-", "default/sticky:http", "tcp")
@@ -311,8 +343,9 @@ def test_endpoint_change_rewrites_only_that_services_chains(host, lab, changed_s
     for node in NODES:
         answers(host(node), "", "http://%s/" % cluster_ip(host, "web"), 6)
     before = dict((n, chains_with_counters(host(n))) for n in NODES)
+    before_reports = reports(host)
     try:
-        rc, changed, out = podnet.converge(inventory=changed_services)
+        rc, changed, out = service_proxy(tmp_path, inventory=changed_services)
         assert rc == 0, out
         for node in NODES:
             after = chains_with_counters(host(node))
@@ -337,8 +370,14 @@ def test_endpoint_change_rewrites_only_that_services_chains(host, lab, changed_s
         got = pod_answers(host, "web-1", "http://%s/" % sticky_ip, 5)
         assert set(a["pod"] for a in got if a) == {"default/web-2"}
     finally:
-        rc, changed, out = podnet.converge()      # back to the inventory as it is
+        rc, changed, out = service_proxy(tmp_path)      # back to the inventory as it is
         assert rc == 0, out
+    # as site.yml left it: every node's chains and rules, and what it reports (which the roles
+    # after the service proxy read: the same clusterIP for upstream again)
+    for node in NODES:
+        assert dict((c, rule_texts(r)) for c, r in chains_with_counters(host(node)).items()) == \
+            dict((c, rule_texts(r)) for c, r in before[node].items()), node
+    assert reports(host) == before_reports
     ep = podnet.pod_ip(host, "tools-3")
     nat = host("node2").check_output("iptables-save -t nat")
     assert ":%s - " % kube_chain("KUBE-SEP-", "default/sticky:http", "tcp", "%s:8080" % ep) in nat
