@@ -328,6 +328,11 @@ def changed_services(tmp_path_factory):
     return out
 
 
+def _chain_rules(chains):
+    """{chain: [rule text]} without nat_rule's registry chains."""
+    return dict((c, rule_texts(r)) for c, r in chains.items() if not c.startswith("PODNET-OWN-"))
+
+
 def test_endpoint_change_rewrites_only_that_services_chains(host, lab, changed_services, tmp_path):
     """One run of the service proxy: sticky loses the endpoint tools-3, upstream is removed. On
     every node exactly these chains change: sticky's KUBE-SVC- (rewritten) and tools-3's KUBE-SEP-
@@ -376,11 +381,8 @@ def test_endpoint_change_rewrites_only_that_services_chains(host, lab, changed_s
     # after the service proxy read: the same clusterIP for upstream again). nat_rule's registry
     # (PODNET-OWN-*) lists the same chains, but how it packs their hashes into comment rules
     # depends on the history of writes (seen in CI), so only the chains it lists are compared.
-    def chain_rules(chains):
-        return dict((c, rule_texts(r)) for c, r in chains.items() if not c.startswith("PODNET-OWN-"))
-
     for node in NODES:
-        assert chain_rules(chains_with_counters(host(node))) == chain_rules(before[node]), node
+        assert _chain_rules(chains_with_counters(host(node))) == _chain_rules(before[node]), node
     assert reports(host) == before_reports
     ep = podnet.pod_ip(host, "tools-3")
     nat = host("node2").check_output("iptables-save -t nat")
