@@ -32,6 +32,16 @@ options:
     type: str
 """
 
+    # Modules that read iptables-save (the flavour detected as kube-proxy does).
+    IPTABLES_READ = r"""
+options:
+  iptables_flavour:
+    description: Which iptables to read; C(auto) detects it as kube-proxy does.
+    type: str
+    choices: [auto, nft, legacy]
+    default: auto
+"""
+
     # Every module that creates objects: whose they are.
     OWNER = r"""
 options:

@@ -68,14 +68,10 @@ options:
     description: BIRD's control socket; BGP sessions are left out when it does not exist.
     type: path
     default: /run/bird/bird.ctl
-  iptables_flavour:
-    description: Which iptables to read; C(auto) detects it as kube-proxy does.
-    type: str
-    choices: [auto, nft, legacy]
-    default: auto
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
+  - podnet.fabric.attributes.IPTABLES_READ
 attributes:
   check_mode:
     support: full

@@ -115,14 +115,10 @@ options:
         RV(states) with O(return_state). A missing namespace is skipped and listed in RV(missing).
     type: dict
     default: {}
-  iptables_flavour:
-    description: Which iptables to read; C(auto) detects it as kube-proxy does.
-    type: str
-    choices: [auto, nft, legacy]
-    default: auto
 extends_documentation_fragment:
   - podnet.fabric.attributes
   - podnet.fabric.attributes.NETNS
+  - podnet.fabric.attributes.IPTABLES_READ
 attributes:
   check_mode:
     support: full

@@ -521,18 +521,14 @@ def _bridge_port(bridge_state, bridge, veth_state, veth):
 
 def _l2_hop(states, a, a_dev, b, b_dev):
     """The bridge step between a node and one of its pods, as a hop of the node (or None)."""
-    out = _bridge_port(states[a], a_dev, states[b], b_dev)
-    if out is not None:
-        port, link, end = out
-        return {"node": a, "kind": "bridge", "dev": a_dev, "port": port, "peer": "%s %s" % (b, b_dev),
-                "mac": end.get("mac"), "verdict": "out through port %s to %s %s (MAC %s)" % (
-                    port, b, b_dev, end.get("mac")), "direction": "out"}
-    out = _bridge_port(states[b], b_dev, states[a], a_dev)
-    if out is not None:
-        port, link, end = out
-        return {"node": b, "kind": "bridge", "dev": b_dev, "port": port, "peer": "%s %s" % (a, a_dev),
-                "mac": end.get("mac"), "verdict": "in through port %s from %s %s (MAC %s)" % (
-                    port, a, a_dev, end.get("mac")), "direction": "in"}
+    sides = ((a, a_dev, b, b_dev, "out", "to"), (b, b_dev, a, a_dev, "in", "from"))
+    for node, bridge, pod, pod_dev, direction, way in sides:
+        found = _bridge_port(states[node], bridge, states[pod], pod_dev)
+        if found is not None:
+            port, _link, end = found
+            return {"node": node, "kind": "bridge", "dev": bridge, "port": port, "peer": "%s %s" % (pod, pod_dev),
+                    "mac": end.get("mac"), "direction": direction, "verdict": "%s through port %s %s %s %s (MAC %s)" % (
+                        direction, port, way, pod, pod_dev, end.get("mac"))}
     return None
 
 
